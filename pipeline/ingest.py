@@ -32,6 +32,15 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _listed_path(path: Path, root: Path) -> str:
+    """``path`` as params list it (relative to the project), so outputs do not depend on where
+    the project is checked out."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def _doc_key(source_root: Path, path: Path) -> str:
     # File sources are named by their file name, folder sources by the path inside the folder:
     # short, readable and stable when the project moves.
@@ -49,7 +58,8 @@ def collect_documents(
         source_root = root / source.path
         for path in tqdm(source_files(source_root, source.format), desc=f"read {corpus}", unit="file", leave=False):
             records, bad = read_corpus_file(path, source.format, source.text_field)
-            refused.extend(bad)
+            listed = _listed_path(path, root)
+            refused.extend(Refusal(listed, r.location, r.reason, r.record) for r in bad)
             key = _doc_key(source_root, path)
             for record in records:
                 doc_id = f"{corpus}:{key}" + (f":{record.record}" if record.record else "")
@@ -64,14 +74,22 @@ def collect_documents(
                     unwrap_min_width=settings.unwrap_min_width,
                 )
                 if not text:
-                    refused.append(Refusal(str(path), f"line {record.record}" if record.record else "file",
+                    refused.append(Refusal(listed, f"line {record.record}" if record.record else "file",
                                            "no text left after normalisation", record.text))
                     continue
                 rows.append({
-                    "doc_id": doc_id, "corpus": corpus, "source": path.as_posix(), "record": record.record,
+                    "doc_id": doc_id, "corpus": corpus, "source": listed, "record": record.record,
                     "text": text, "n_chars": len(text), "sha256": _sha256(text),
                 })
     return rows, refused
+
+
+def _refuse_overlap(doc_rows: list[dict]) -> None:
+    """A file reached from both corpora (a folder in one, a file inside it in the other)."""
+    forget = {row["source"] for row in doc_rows if row["corpus"] == "forget"}
+    both = sorted({row["source"] for row in doc_rows if row["corpus"] == "retain"} & forget)
+    if both:
+        raise CorpusError(f"{both[0]}: listed under both corpus.forget and corpus.retain ({len(both)} file(s))")
 
 
 def cut_passages(documents: pd.DataFrame, settings: IngestParams) -> tuple[pd.DataFrame, list[dict]]:
@@ -102,6 +120,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int]:
         rows, bad = collect_documents(corpus, sources, settings, root=root)
         doc_rows += rows
         refused += bad
+    _refuse_overlap(doc_rows)
     documents = pd.DataFrame(doc_rows, columns=list(DOCUMENTS.model.to_schema().columns))
     passages, passage_refusals = cut_passages(documents, settings)
 

@@ -163,6 +163,10 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not valid UTF-8 at byte offset {exc.start}") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:

@@ -63,6 +63,13 @@ def validate_frame(frame: pd.DataFrame, contract: Contract, *, where: str = "") 
 
 
 def _describe_failures(contract: Contract, cases: pd.DataFrame, where: str) -> str:
+    # pandera reports a failed frame-wide check once per column of the failing row: keep one
+    # line per (check, row) so they cannot crowd out the column failures.
+    frame_wide = (cases["schema_context"] == "DataFrameSchema") & cases["index"].notna()
+    cases = pd.concat([
+        cases[~frame_wide],
+        cases[frame_wide].drop_duplicates(["check", "index"]).assign(column=None, failure_case="(row)"),
+    ])
     head = f"dataset {contract.name!r}{where}: {len(cases)} schema violation(s) (contract v{contract.version})"
     lines = []
     for case in cases.head(_MAX_LISTED_FAILURES).itertuples(index=False):
@@ -84,11 +91,14 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def code_revision(root: Path | str = ".") -> str:
+_CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_revision() -> str:
     """The git commit of the code that wrote a dataset, ``+dirty`` when the code was edited."""
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+            ["git", *args], cwd=_CODE_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
 
     try:
@@ -175,7 +185,7 @@ class DatasetWriter:
             "content_sha256": content_hash(self._parts),
             "files": self._parts,
             "params": self.params,
-            "code_revision": code_revision(self.root),
+            "code_revision": code_revision(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_text(manifest_path(self.contract.name, self.root), json.dumps(manifest, indent=2) + "\n")

@@ -19,7 +19,7 @@ FORMAT_BY_SUFFIX = {".txt": "text", ".text": "text", ".md": "markdown", ".markdo
 
 _LINE_BREAKS = re.compile(r"\r\n|[\r\u2028\u2029\x0b\x0c\x85]")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
-_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A---\n(?:.*?\n)?---\n", re.DOTALL)
 # A sentence end: punctuation, optional closing quotes/brackets, then a space.
 _SENTENCE_END = re.compile(r"[.!?][\"'\u2019\u201d)\]]*\s")
 
@@ -52,7 +52,9 @@ def normalise(text: str, *, strip_lines: bool = True, unwrap_lines: bool = True,
     is shorter than ``unwrap_min_width`` is not wrapped prose (a table of contents, verse, an
     address) and keeps its line breaks.
     """
-    text = text.removeprefix("\ufeff")
+    # U+FEFF anywhere is a byte-order mark or a deprecated zero-width no-break space: invisible
+    # either way, and left in place it would make normalise() depend on where it sat.
+    text = text.replace("\ufeff", "")
     text = _LINE_BREAKS.sub("\n", text)
     text = unicodedata.normalize("NFC", text)
     if strip_lines:
@@ -184,6 +186,8 @@ def read_jsonl(data: bytes, path: Path, text_field: str) -> tuple[list[SourceRec
         raise CorpusError(f"{path}: binary file (NUL byte at byte offset {nul}); JSONL files must be UTF-8 text")
     records, refused = [], []
     offset = 0
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM is not part of the first record
+        data, offset = data[3:], 3
     for number, raw in enumerate(data.split(b"\n"), start=1):
         line_offset, offset = offset, offset + len(raw) + 1
         if not raw.strip():

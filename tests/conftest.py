@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Set before any test module imports tqdm (it reads the variable at import time).
+os.environ["TQDM_DISABLE"] = "1"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,7 +29,6 @@ def _offline_isolated_env(tmp_path_factory):
         "GIT_AUTHOR_EMAIL": "tests@example.invalid",
         "GIT_COMMITTER_NAME": "whp tests",
         "GIT_COMMITTER_EMAIL": "tests@example.invalid",
-        "TQDM_DISABLE": "1",
         # DVC stages run `python -m ...` through the shell: make that this interpreter.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }

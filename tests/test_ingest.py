@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from pipeline.errors import CorpusError, ParamsError
@@ -271,10 +270,6 @@ def test_the_same_file_listed_twice_is_an_error_naming_the_doc_id(tmp_path):
 
 
 def test_a_file_cannot_be_both_forgotten_and_retained(tmp_path):
-    # BUG (pipeline/params.py, CorpusParams._disjoint; pipeline/ingest.py, run): only
-    # identical path strings are refused. A forget folder that *contains* a retain file
-    # (forget: corpora, retain: corpora/retain/moby.txt) is accepted, and the same text is
-    # ingested as both `forget:retain/moby.txt` and `retain:moby.txt`.
     build_corpora(tmp_path)
     params = parse_params({"corpus": {"forget": ["corpora"], "retain": ["corpora/retain/moby.txt"]}})
     with pytest.raises((ParamsError, CorpusError), match=r"moby\.txt"):
@@ -297,10 +292,6 @@ def test_running_twice_gives_byte_identical_parquet(tmp_path):
 
 
 def test_source_column_is_the_path_as_listed_in_params(tmp_path):
-    # BUG (pipeline/ingest.py line 71, and the Refusal sources from pipeline/text.py line 193):
-    # `source` is `path.as_posix()` where path = root / <params path>, so with any root other
-    # than "." it holds the absolute location of the checkout instead of the path "as listed
-    # in params" (schemas/corpus.py). The datasets' bytes then depend on where the project lives.
     build_corpora(tmp_path)
     run(make_params(), root=tmp_path)
     docs = read_dataset("documents", root=tmp_path).set_index("doc_id")

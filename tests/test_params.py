@@ -266,9 +266,6 @@ def test_validation_errors_from_a_file_name_the_file(tmp_path):
 
 
 def test_non_utf8_params_file_is_a_params_error_naming_the_file(tmp_path):
-    # BUG (pipeline/params.py, load_params): only FileNotFoundError is caught around
-    # read_text(encoding="utf-8"), so a params.yaml saved as Latin-1 escapes as a raw
-    # UnicodeDecodeError traceback instead of a ParamsError naming the file.
     path = tmp_path / "latin1.yaml"
     path.write_bytes("corpus:\n  forget: [caf\u00e9.txt]\n".encode("latin-1"))
     with pytest.raises(ParamsError, match=r"latin1\.yaml"):
