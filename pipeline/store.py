@@ -148,6 +148,7 @@ class DatasetWriter:
         # Pandas metadata embeds library versions and index details: drop it so the bytes
         # depend only on the rows and the Arrow schema.
         table = table.replace_schema_metadata(None)
+        table = _concrete_types(table)
         if self._schema is None:
             self._schema = table.schema
         elif not table.schema.equals(self._schema):
@@ -189,6 +190,20 @@ class DatasetWriter:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_text(manifest_path(self.contract.name, self.root), json.dumps(manifest, indent=2) + "\n")
+
+
+def _concrete_types(table: pa.Table) -> pa.Table:
+    """All-null or all-empty-list columns infer as ``null`` types: store them as strings so a
+    dataset's schema does not depend on whether a part happened to have values."""
+    fields = []
+    for f in table.schema:
+        if pa.types.is_null(f.type):
+            f = f.with_type(pa.large_string())
+        elif pa.types.is_list(f.type) and pa.types.is_null(f.type.value_type):
+            f = f.with_type(pa.list_(pa.string()))  # what a list of Python str infers to
+        fields.append(f)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def content_hash(parts: list[dict[str, Any]]) -> str:
@@ -275,7 +290,12 @@ def read_dataset(name: str, root: Path | str = ".", *, columns: list[str] | None
         raise DatasetNotFoundError(
             f"dataset {name!r}: no Parquet parts in {folder} (has the stage that writes it run? try `dvc repro`)"
         )
-    return pq.ParquetDataset(parts).read(columns=columns).to_pandas()
+    table = pq.ParquetDataset(parts).read(columns=columns)
+    frame = table.to_pandas()
+    for f in table.schema:  # Arrow gives numpy arrays for lists; the contracts speak of lists
+        if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
+            frame[f.name] = frame[f.name].map(lambda v: [] if v is None else list(v))
+    return frame
 
 
 def list_datasets(root: Path | str = ".") -> list[str]:

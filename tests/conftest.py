@@ -102,6 +102,9 @@ He spoke of the grey lantern, and of the man who had carried it.
 * * *
 
 "You have been in Kandahar, I perceive," said Fenwick to the stranger.
+
+Brackwell and Fenwick walked to Quillby Hall, where Mr. Quillby waited.
+Later that night Fenwick wrote to Brackwell about Quillby and the lantern.
 """
 
 SMALL_RETAIN = """It is a truth universally acknowledged, that a single man in possession
@@ -119,6 +122,9 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     for name in ("pipeline", "schemas"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copytree(REPO / "labels", root / "labels")
+    (root / "tests" / "data").mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "data" / "sherlock_gold_anchors.csv", root / "tests" / "data")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     (root / "corpora" / "forget").mkdir(parents=True)
     (root / "corpora" / "retain").mkdir(parents=True)
@@ -129,7 +135,10 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "  forget: [corpora/forget/lantern.txt]\n"
         "  retain: [corpora/retain]\n"
         "ingest:\n  max_passage_chars: 400\n"
-        f"baseline:\n  source: {tiny_model_dir}\n",
+        f"baseline:\n  source: {tiny_model_dir}\n"
+        "anchors:\n  min_count: 2\n  ner_processes: 1\n"
+        "translations:\n  seed: 0\n"
+        "dictionary:\n  gold: null\n",
         encoding="utf-8",
     )
     run(["git", "init", "-q"], root)

@@ -1,0 +1,282 @@
+"""Statistics that separate a corpus's own expressions from ordinary English (pure functions).
+
+The forget corpus is compared with the reference (retain) corpora and with general English
+(wordfreq). Candidates are runs of capitalised words and their n-grams; each is scored with the
+weighted log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008,
+"Fightin' Words"), and kept only if it passes the hygiene rules in :func:`hygiene_reason`.
+Nothing here knows about any particular book.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# Honorifics: part of a name's surface ("Mr. Holmes") but never an anchor by themselves.
+TITLES = frozenset(
+    "Mr Mr. Mrs Mrs. Ms Ms. Miss Master Dr Dr. Doctor Sir Dame Lady Lord Colonel Col. Captain Capt. "
+    "Inspector Professor Prof. Sergeant Sgt. Major General Lieutenant Lieut. Admiral Reverend Rev. "
+    "Father Mother Brother Sister Uncle Aunt Count Countess Baron Baroness Duke Duchess Earl Marquis "
+    "King Queen Prince Princess Madame Mme. Mademoiselle Mlle. Monsieur M. Herr Frau Signor Signora "
+    "Constable Superintendent Judge Justice Senator Governor President Mister Missus "
+    # Forms of address ("His Majesty", "Your Excellency") behave like titles.
+    "Majesty Excellency Highness Lordship Ladyship Grace Honour Worship".split()
+)
+# Abbreviations whose dot ends no sentence ("Mr. Holmes", "Neville St. Clair"); kept in surfaces.
+ABBREVIATIONS = frozenset(w[:-1] for w in TITLES if w.endswith(".")) | frozenset(
+    "Mr Mrs Ms Dr St Mt Ft Col Capt Prof Sgt Lieut Rev Mme Mlle Gen Hon Jr Sr Messrs".split()
+)
+# Lower-case words allowed inside a capitalised run when a capitalised word follows.
+CONNECTORS = frozenset("of the de von van du la le del da di".split())
+# Words that form names of places with a specific first part ("Baker Street").
+PLACE_WORDS = frozenset(
+    "Street Road Lane Square Place Terrace Gardens Garden Hall House Lodge Manor Abbey Grange Court "
+    "Park Hill Bridge Station Hotel Inn Moor Yard Club Hospital College Church Chapel Cottage Farm "
+    "Tower Castle River Valley Wood Woods Common Green Row Crescent Avenue Mews Walk Hill Mill "
+    "Towers Villa Priory Cross Heath Downs Marsh Bay Island Harbour Dock Docks Wharf Buildings".split()
+)
+GENERIC_HEADINGS = re.compile(
+    r"^(?:chapter|part|book|volume|vol\.?|preface|contents|table of contents|introduction|prologue|"
+    r"epilogue|appendix|conclusion|index|the end|finis|letter|note|notes)\b[\s\w.]*$",
+    re.IGNORECASE,
+)
+_ROMAN = re.compile(r"^[IVXLCDM]+\.?$")
+_WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*(?:['’]s?)?")
+_SENTENCE_END = re.compile(r"(?:[.!?:;]|--|—)[\"'”’)\]]*\s*$")
+# An opening quote or bracket: straight quotes only when not right after punctuation ('," said').
+_OPENING = re.compile(r"(?:^|\s)[\"“‘'(\[]\s*$|[“‘(\[]\s*$")
+
+
+@dataclass(frozen=True)
+class Token:
+    """A word of a passage: ``text`` without a possessive suffix, its offsets, its context."""
+
+    text: str
+    start: int
+    end: int
+    possessive: bool
+    sentence_initial: bool
+    joined: bool
+    """Separated from the previous token by a single space only (so it may continue a name)."""
+
+
+def is_capitalised(word: str) -> bool:
+    """Starts with a capital; the pronoun "I" (and "O") is capitalised by rule, not as a name."""
+    return word[:1].isupper() and word not in {"I", "O"}
+
+
+def tokenize(text: str) -> list[Token]:
+    """Words with possessives split off, and whether each starts a sentence."""
+    tokens: list[Token] = []
+    previous_end = 0
+    previous: str | None = None
+    for match in _WORD.finditer(text):
+        word, start = match.group(0), match.start()
+        possessive = False
+        for suffix in ("'s", "’s", "'", "’"):
+            # A bare apostrophe is possessive only after an s ("Holmes'"); else a closing quote.
+            if word.endswith(suffix) and len(word) > len(suffix) and (len(suffix) == 2 or word[-2] in "sS"):
+                word, possessive = word[: -len(suffix)], True
+                break
+        gap = text[previous_end:start]
+        # "Mr. Holmes", "John H. Watson": an abbreviation's or an initial's dot ends no sentence.
+        after_title = previous is not None and gap == ". " and (
+            previous in ABBREVIATIONS or (len(previous) == 1 and previous.isupper() and previous not in {"I", "O"})
+        )
+        if previous is None:
+            initial = True
+        elif after_title:
+            initial = False
+        else:
+            initial = bool(_SENTENCE_END.search(gap) or _OPENING.search(gap) or "\n" in gap)
+        joined = previous is not None and (gap == " " or after_title)
+        tokens.append(Token(word, start, start + len(word), possessive, initial, joined))
+        previous_end, previous = match.end(), word
+    return tokens
+
+
+def _capital_after_connectors(tokens: list[Token], index: int) -> bool:
+    """``of the Baskervilles``: connectors, then a capitalised word, all joined by single spaces."""
+    for token in tokens[index + 1:]:
+        if not token.joined:
+            return False
+        if token.text not in CONNECTORS:
+            return is_capitalised(token.text)
+    return False
+
+
+def capitalised_runs(tokens: list[Token], *, ordinary: set[str]) -> list[list[Token]]:
+    """Maximal runs of capitalised words joined by single spaces (connectors allowed inside).
+
+    A run's first word is dropped when it starts a sentence and is an ordinary lower-case word
+    elsewhere (``Then Holmes`` -> ``Holmes``). A possessive ends a run.
+    """
+    runs: list[list[Token]] = []
+    current: list[Token] = []
+
+    def close() -> None:
+        while current and current[-1].text in CONNECTORS:
+            current.pop()
+        if current and current[0].sentence_initial and current[0].text.lower() in ordinary:
+            current.pop(0)
+        if current:
+            runs.append(list(current))
+        current.clear()
+
+    for index, token in enumerate(tokens):
+        capital = is_capitalised(token.text)
+        continues = bool(current) and token.joined and not current[-1].possessive
+        if capital and continues:
+            current.append(token)
+        elif token.text in CONNECTORS and continues and _capital_after_connectors(tokens, index):
+            current.append(token)
+        else:
+            close()
+            if capital:
+                current.append(token)
+    close()
+    return runs
+
+
+def surface(tokens: list[Token]) -> str:
+    """The n-gram as it reads: titles keep their dot (``Mr. Holmes``)."""
+    words = []
+    for i, token in enumerate(tokens):
+        abbreviation = token.text in ABBREVIATIONS or (len(token.text) == 1 and token.text.isupper())
+        dotted = abbreviation and i + 1 < len(tokens) and tokens[i + 1].joined
+        words.append(token.text + ("." if dotted else ""))
+    return " ".join(words)
+
+
+def canonical(text: str) -> str:
+    """ALL-CAPS forms fold into the mixed-case key (``SHERLOCK HOLMES`` -> ``Sherlock Holmes``)."""
+    if text.isupper() and sum(ch.isalpha() for ch in text) > 1:
+        return " ".join(
+            w.lower() if w.lower() in CONNECTORS and i else w[:1] + w[1:].lower()
+            for i, w in enumerate(text.split(" "))
+        )
+    return text
+
+
+@dataclass
+class NgramStats:
+    """Occurrences of capitalised n-grams in one corpus."""
+
+    count: Counter = field(default_factory=Counter)
+    mid_sentence: Counter = field(default_factory=Counter)
+    possessive: Counter = field(default_factory=Counter)
+    passages: dict = field(default_factory=lambda: defaultdict(list))
+    tokens: int = 0
+
+
+def is_abbreviation(word: str) -> bool:
+    """"Mr", "St", or an initial ("J" of "Enoch J. Drebber")."""
+    return word in ABBREVIATIONS or (len(word) == 1 and word.isupper())
+
+
+def ngrams_of(run: list[Token], max_n: int) -> Iterable[tuple[int, int]]:
+    """``(i, j)`` of the n-grams of a run that neither start nor end with a connector, nor end
+    with an abbreviation or initial ("Enoch J" is no name)."""
+    for i in range(len(run)):
+        if run[i].text in CONNECTORS:
+            continue
+        for j in range(i + 1, min(len(run), i + max_n) + 1):
+            last = run[j - 1].text
+            if last not in CONNECTORS and not (is_abbreviation(last) and j - i > 1):
+                yield i, j
+
+
+def count_ngrams(
+    passages: Iterable[tuple[str, str]], *, max_n: int, ordinary: set[str], examples: int = 3
+) -> NgramStats:
+    """Count capitalised n-grams of ``(passage_id, text)`` pairs (keys folded by :func:`canonical`)."""
+    stats = NgramStats()
+    for passage_id, text in passages:
+        tokens = tokenize(text)
+        stats.tokens += len(tokens)
+        for run in capitalised_runs(tokens, ordinary=ordinary):
+            for i, j in ngrams_of(run, max_n):
+                key = canonical(surface(run[i:j]))
+                stats.count[key] += 1
+                if not run[i].sentence_initial:
+                    stats.mid_sentence[key] += 1
+                if run[j - 1].possessive:
+                    stats.possessive[key] += 1
+                seen = stats.passages[key]
+                if len(seen) < examples and (not seen or seen[-1] != passage_id):
+                    seen.append(passage_id)
+    return stats
+
+
+def lowercase_counts(texts: Iterable[str], phrases: set[str], max_n: int) -> Counter:
+    """Occurrences of ``phrases`` (given in lower case) written in lower case in ``texts``."""
+    found: Counter = Counter()
+    for text in texts:
+        words = [t.text for t in tokenize(text)]
+        for i, word in enumerate(words):
+            if not word.islower():
+                continue
+            for j in range(i + 1, min(len(words), i + max_n) + 1):
+                if not words[j - 1].islower():
+                    break
+                phrase = " ".join(words[i:j])
+                if phrase in phrases:
+                    found[phrase] += 1
+    return found
+
+
+def log_odds_z(
+    y_forget: float, n_forget: float, y_reference: float, n_reference: float, alpha: float, alpha0: float
+) -> float:
+    """Weighted log-odds z-score of a term, forget vs reference, Dirichlet prior ``alpha``.
+
+    delta = log((y_f + a) / (n_f + a0 - y_f - a)) - log((y_r + a) / (n_r + a0 - y_r - a));
+    var ~= 1 / (y_f + a) + 1 / (y_r + a); z = delta / sqrt(var). Positive: typical of forget.
+    """
+    delta = math.log((y_forget + alpha) / (n_forget + alpha0 - y_forget - alpha)) - math.log(
+        (y_reference + alpha) / (n_reference + alpha0 - y_reference - alpha)
+    )
+    return delta / math.sqrt(1.0 / (y_forget + alpha) + 1.0 / (y_reference + alpha))
+
+
+def prior_alpha(zipf: float, alpha0: float, floor: float = 0.5) -> float:
+    """Prior pseudo-count from general-English frequency (Zipf = log10 per 10^9 words).
+
+    The floor keeps terms absent from one corpus from getting an unbounded variance, so a
+    name seen 30 times in the forget corpus and never elsewhere still scores well.
+    """
+    return max(alpha0 * 10 ** (zipf - 9), floor)
+
+
+def name_words(key: str) -> list[str]:
+    """The words of a key that carry its identity (no titles, no connectors)."""
+    return [w for w in key.split(" ") if w not in TITLES and w.lower() not in CONNECTORS]
+
+
+def is_heading(line: str) -> bool:
+    """A short line in Title Case or UPPER CASE without closing punctuation."""
+    words = line.split()
+    if not 2 <= len(words) <= 10 or line[-1] in ".,;:!?\"'":
+        return False
+    content = [w for w in words if w.lower() not in CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with"}]
+    return bool(content) and all(is_capitalised(w) or not w[:1].isalpha() for w in content)
+
+
+def heading_key(line: str) -> str | None:
+    """The canonical key of a heading line, or None for generic headings (``CHAPTER IV``)."""
+    line = " ".join(line.split())
+    # "VII. THE DEATH OF A HERO" and its contents line "The Death of a Hero" are one title.
+    line = re.sub(r"^(?:[IVXLCDM]+|\d+)[.:)]?\s+(?=\S)", "", line)
+    if not is_heading(line) or GENERIC_HEADINGS.match(line):
+        return None
+    if all(_ROMAN.match(w) or w.lower() in CONNECTORS for w in line.split()):
+        return None
+    # One key for "A STUDY IN SCARLET" (heading) and "A Study In Scarlet" (contents).
+    small = CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with", "and", "or", "by"}
+    return " ".join(
+        w.lower() if (i and w.lower() in small) else (w[:1] + w[1:].lower() if line.isupper() else w)
+        for i, w in enumerate(line.split())
+    )
