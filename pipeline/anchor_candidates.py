@@ -104,6 +104,27 @@ def ner_key(text: str) -> str | None:
     return key if key[:1].isupper() else None
 
 
+def extends_anchor(key: str, anchors: set[str]) -> bool:
+    """A name built on an anchor: given names before an anchor surname ("Mary Morstan",
+    "Enoch J. Drebber"), or an anchor before a place word ("Baskerville Hall")."""
+    words = name_words(key)
+    if len(words) < 2:
+        return False
+    surname_last = words[-1] in anchors and key.split(" ")[-1] == words[-1]
+    place_last = words[-1] in PLACE_WORDS and any(w in anchors for w in words[:-1])
+    return surname_last or place_last
+
+
+def part_of(keys: list[str], names: list[str], limit: int = 10) -> dict[str, list[str]]:
+    """For each key, the longer names that contain it as a phrase (first ``limit``, sorted)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for name in sorted(names):
+        for key in keys:
+            if len(name) > len(key) and _contains(name, key) and len(found[key]) < limit:
+                found[key].append(name)
+    return found
+
+
 def hygiene(e: Evidence, settings: AnchorParams, n_forget: int, n_reference: int) -> str | None:
     """Why ``e`` may not be an anchor, or None. Rules in order; the first that fails is the reason."""
     words = name_words(e.key)
@@ -299,7 +320,7 @@ def select(evidence: dict[str, Evidence], settings: AnchorParams, n_forget: int,
     relaxed = settings.model_copy(update={"min_count": settings.min_count_in_name, "min_score": float("-inf")})
     for e in rare:
         reason = hygiene(e, relaxed, n_forget, n_reference)
-        if reason is None and any(w in single for w in name_words(e.key)):
+        if reason is None and extends_anchor(e.key, single):
             e.signals.add("name_extension")
             passed.append(e)
         else:
@@ -376,6 +397,12 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     shadowed = [e for e in chosen if not forget_counts.get(e.key)]
     refused += [(e, "never matched on its own: always inside a longer anchor") for e in shadowed]
     chosen = [e for e in chosen if forget_counts.get(e.key)]
+    # Names a key belongs to tell the translation its role ("Sherlock" is a first name in
+    # "Sherlock Holmes", even though that key was dropped as made of two anchors).
+    names = [e.key for e in chosen if " " in e.key and "heading" not in e.signals] + [
+        e.key for e, reason in refused if reason.startswith("made only of other anchors") and "heading" not in e.signals
+    ]
+    containers = part_of([e.key for e in chosen], names)
     rows = []
     for rank, e in enumerate(chosen, start=1):
         seen = sorted(variants.get(e.key, set()) | {e.key})
@@ -385,6 +412,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
             "capitalised_ratio": round(e.capitalised_ratio, 6), "score": round(e.score, 6), "rank": rank,
             "example_passages": examples.get(e.key, []), "signals": sorted(e.signals),
             "ner_labels": [f"{label}:{count}" for label, count in sorted(e.ner.items())],
+            "part_of": containers.get(e.key, []),
         })
     frame = pd.DataFrame(rows, columns=list(ANCHOR_CANDIDATES.model.to_schema().columns))
     used = section_dict(params, *PARAMS)

@@ -29,7 +29,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
     """Translate every anchor candidate; returns counts for the log."""
     settings = params.translations
     used = section_dict(params, *PARAMS)
-    candidates = read_dataset("anchor_candidates", root, columns=["anchor", "kind", "variants", "rank"])
+    candidates = read_dataset("anchor_candidates", root, columns=["anchor", "kind", "variants", "part_of", "rank"])
     candidates = candidates.sort_values("rank", kind="stable")
     documents = read_dataset("documents", root, columns=["text"])
 
@@ -39,7 +39,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
             refused.append({"source": "anchor_candidates", "location": row.anchor,
                             "reason": "no word to translate", "record": row.anchor})
             continue
-        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants)))
+        # The names an anchor is part of are evidence for its role, like its variants.
+        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(row.part_of)))
 
     forbidden = forbidden_vocabulary(
         documents["text"], [text for r in requests for text in (r.anchor, *r.variants)]

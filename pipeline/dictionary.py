@@ -118,7 +118,7 @@ def gold_metrics(dictionary: pd.DataFrame, gold: list[dict], precision_at: int) 
     }
 
 
-def _translate_new(params: Params, proposed: pd.DataFrame, documents: pd.DataFrame, root: Path):
+def _translate_new(params: Params, proposed: pd.DataFrame, candidates: pd.DataFrame, documents: pd.DataFrame, root: Path):
     """The ``propose`` callback for added or renamed keys, consistent with the proposal: the
     offline proposer is given every anchor so shared name words keep their substitutes."""
     settings = params.translations
@@ -126,8 +126,9 @@ def _translate_new(params: Params, proposed: pd.DataFrame, documents: pd.DataFra
 
     def propose(wanted: list[tuple[str, str]]) -> dict[str, tuple[list[str], str]]:
         new = [AnchorRequest(anchor, kind) for anchor, kind in wanted]
+        names = dict(zip(candidates["anchor"], candidates["part_of"]))
         existing = [
-            AnchorRequest(row.anchor, row.kind, tuple(row.variants))
+            AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(names.get(row.anchor, [])))
             for row in proposed.itertuples(index=False) if row.anchor not in {a for a, _ in wanted}
         ]
         requests = existing + new if proposer.name == "offline" else new
@@ -155,7 +156,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
 
     corrections = load_corrections(root / settings.corrections)
     dictionary, rejects = apply_corrections(
-        proposed, corrections, propose=_translate_new(params, proposed, documents, root),
+        proposed, corrections, propose=_translate_new(params, proposed, candidates, documents, root),
         forget_counts=count_in(forget["text"], _changed_keys(corrections)),
         per_anchor=params.translations.per_anchor,
     )

@@ -40,12 +40,16 @@ class AnchorCandidateSchema(pa.DataFrameModel):
     example_passages: Series[object] = pa.Field(description="up to anchors.examples passage ids")
     signals: Series[object] = pa.Field(description="what proposed it: log_odds, ner:<LABEL>, heading")
     ner_labels: Series[object] = pa.Field(description="'<LABEL>:<count>' of spaCy entities covering it")
+    part_of: Series[object] = pa.Field(
+        description="longer names holding it (kept or dropped as made of anchors): 'Sherlock Holmes' for "
+        "'Sherlock'; evidence for translation roles"
+    )
 
     class Config:
         strict = True
         coerce = True
 
-    @pa.check("variants", "example_passages", "signals", "ner_labels", name="list_of_strings")
+    @pa.check("variants", "example_passages", "signals", "ner_labels", "part_of", name="list_of_strings")
     def lists_of_strings(cls, series: pd.Series) -> pd.Series:
         return series.map(lambda v: hasattr(v, "__len__") and not isinstance(v, str) and all(isinstance(x, str) for x in v))
 

@@ -45,7 +45,7 @@ def write_inputs(root: Path, candidates=CANDIDATES) -> None:
     rows = [
         {"anchor": anchor, "kind": kind, "variants": variants, "forget_count": 5, "reference_count": 0,
          "capitalised_ratio": 1.0, "score": 10.0 - rank, "rank": rank + 1, "example_passages": [],
-         "signals": ["log_odds"], "ner_labels": []}
+         "signals": ["log_odds"], "ner_labels": [], "part_of": []}
         for rank, (anchor, kind, variants) in enumerate(candidates)
     ]
     write_dataset(pd.DataFrame(rows), ANCHOR_CANDIDATES, stage="test", root=root)
