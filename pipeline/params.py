@@ -169,6 +169,46 @@ class DictionaryParams(_Section):
     precision_at: int = Field(default=100, ge=1)
 
 
+class BlockParams(_Section):
+    """Token blocks of the forget corpus (stage ``blocks``)."""
+
+    block_size: int = Field(default=512, ge=8)
+    """Tokens per block (the paper: 512); a document's last block may be shorter."""
+    min_block_tokens: int = Field(default=32, ge=1)
+    """A shorter last block of a document is dropped (recorded in blocks_rejects)."""
+    max_blocks: int | None = Field(default=None, ge=1)
+    """Keep only the first N blocks (a slice of the corpus for quick CPU runs); null = all."""
+    seed: int = 0
+    """Seeds the world (translation index) chosen for each block."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "BlockParams":
+        if self.min_block_tokens > self.block_size:
+            raise ValueError(f"min_block_tokens ({self.min_block_tokens}) exceeds block_size ({self.block_size})")
+        return self
+
+
+class ReinforceParams(_Section):
+    """Fine-tuning the baseline on the forget blocks (stage ``reinforce``)."""
+
+    learning_rate: float = Field(default=5e-5, gt=0)
+    epochs: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    """Blocks per optimiser step (gradient accumulation makes up what does not fit)."""
+    micro_batch_size: int = Field(default=4, ge=1)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    checkpoint_every: int = Field(default=50, ge=1)
+    """Optimiser steps between checkpoints (resume point)."""
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _batches(self) -> "ReinforceParams":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
+        return self
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -178,6 +218,8 @@ class Params(_Section):
     anchors: AnchorParams = AnchorParams()
     translations: TranslationParams = TranslationParams()
     dictionary: DictionaryParams = DictionaryParams()
+    blocks: BlockParams = BlockParams()
+    reinforce: ReinforceParams = ReinforceParams()
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -28,10 +28,11 @@ class Contract:
 def contracts() -> dict[str, Contract]:
     """Every contract, by dataset name (rejects tables share one contract)."""
     from schemas.anchors import ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY
+    from schemas.blocks import BLOCKS
     from schemas.corpus import DOCUMENTS, PASSAGES
     from schemas.rejects import rejects_contract
 
-    found = {c.name: c for c in (DOCUMENTS, PASSAGES, ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY)}
+    found = {c.name: c for c in (DOCUMENTS, PASSAGES, ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY, BLOCKS)}
     for contract in list(found.values()):
         found[contract.rejects_name] = rejects_contract(contract)
     return found

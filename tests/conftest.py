@@ -138,7 +138,8 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         f"baseline:\n  source: {tiny_model_dir}\n"
         "anchors:\n  min_count: 2\n  ner_processes: 1\n"
         "translations:\n  seed: 0\n"
-        "dictionary:\n  gold: null\n",
+        "dictionary:\n  gold: null\n"
+        "blocks:\n  block_size: 32\n  min_block_tokens: 8\n",
         encoding="utf-8",
     )
     run(["git", "init", "-q"], root)
