@@ -1,0 +1,227 @@
+"""The training loop on the tiny random Llama, on CPU: loss, accumulation, schedule, resume."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.models import load_model
+from pipeline.training import (
+    LOG_COLUMNS,
+    BlockBatches,
+    LinearWarmupDecay,
+    TrainSettings,
+    causal_lm_loss,
+    step_indices,
+    train,
+)
+
+
+def _blocks(n: int, *, seed: int = 0, vocab: int = 250) -> list[list[int]]:
+    """``n`` blocks of 16 tokens; every third one shorter (a document's last block)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randint(1, vocab, (16 if i % 3 else 11,), generator=generator).tolist() for i in range(n)
+    ]
+
+
+def _settings(**changes) -> TrainSettings:
+    values = dict(learning_rate=1e-2, epochs=1.0, batch_size=2, micro_batch_size=1, warmup_ratio=0.0,
+                  checkpoint_every=2, seed=0)
+    return TrainSettings(**(values | changes))
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.state_dict().items()}
+
+
+def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _log(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny matrices: a second thread only adds synchronisation (10x slower on a busy 2-core box).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def tiny(tiny_model_dir: Path):
+    return load_model(tiny_model_dir, dtype="float32", device="cpu")
+
+
+def test_block_batches_pad_and_mask():
+    batches = BlockBatches([[5, 6, 7], [8, 9]], loss_mask=[[1, 0, 1], [1, 1]],
+                           per_position={"topk_ids": [[[1, 2]] * 3, [[3, 4]] * 2]}, pad_id=99)
+    batch = batches([1, 0])
+    assert batch["input_ids"].tolist() == [[8, 9, 99], [5, 6, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    assert batch["loss_mask"].tolist() == [[1, 1, 0], [1, 0, 1]]
+    assert batch["topk_ids"].shape == (2, 3, 2) and batch["topk_ids"][0, 2].tolist() == [0, 0]
+    assert len(batches) == 2
+    assert batches.fingerprint != BlockBatches([[5, 6, 7], [8, 10]]).fingerprint
+    with pytest.raises(ValueError, match="one entry per position"):
+        BlockBatches([[5, 6, 7]], loss_mask=[[1, 1]])
+
+
+def test_causal_lm_loss_matches_hand_computation(tiny):
+    long, short = list(range(3, 19)), list(range(40, 49))  # 16 and 9 tokens
+    mask_long, mask_short = [1] * 16, [1, 0, 1, 1, 0, 1, 1, 1, 1]
+    batch = BlockBatches([long, short], loss_mask=[mask_long, mask_short], pad_id=7)([0, 1])
+    with torch.no_grad():
+        loss_sum, n_tokens = causal_lm_loss(tiny, batch)
+
+    expected, count = 0.0, 0
+    with torch.no_grad():
+        for ids, mask in ((long, mask_long), (short, mask_short)):
+            logits = tiny(torch.tensor([ids])).logits[0]  # unpadded, alone: [n, vocab]
+            keep = torch.tensor(mask[:-1], dtype=torch.bool)  # position i predicts token i + 1
+            expected += F.cross_entropy(logits[:-1][keep], torch.tensor(ids[1:])[keep], reduction="sum").item()
+            count += int(keep.sum())
+    assert n_tokens == count == 15 + 6
+    assert loss_sum.item() == pytest.approx(expected, rel=1e-5)
+
+    # Without a loss mask every real position counts, padding never does.
+    plain = BlockBatches([long, short], pad_id=7)([0, 1])
+    with torch.no_grad():
+        assert causal_lm_loss(tiny, plain)[1] == 15 + 8
+
+
+def test_loss_goes_down_on_a_repeated_block(tiny, tmp_path: Path):
+    block = _blocks(1)[0]
+    result = train(tiny, BlockBatches([block] * 4), settings=_settings(epochs=10.0, batch_size=2),
+                   output_dir=None, checkpoint_dir=tmp_path / "ckpt", log_path=tmp_path / "loss.csv",
+                   device="cpu")
+    losses = [float(row["loss"]) for row in _log(tmp_path / "loss.csv")]
+    assert result.completed and result.steps == len(losses) == 20
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.precision == "fp32" and result.device == "cpu" and result.tokens == 20 * 2 * len(block)
+
+
+def test_gradient_accumulation_matches_one_micro_batch(tiny_model_dir: Path, tmp_path: Path):
+    # Lengths 16, 5, 16, 16: any two micro-batches of 2 hold different token counts, so averaging
+    # per micro-batch instead of over the whole batch would change the gradient's direction.
+    generator = torch.Generator().manual_seed(3)
+    blocks = BlockBatches([torch.randint(1, 250, (n,), generator=generator).tolist() for n in (16, 5, 16, 16)])
+    grads, weights, losses = [], [], []
+    for micro in (4, 2, 1):
+        model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+        result = train(model, blocks, settings=_settings(learning_rate=1e-3, batch_size=4, micro_batch_size=micro),
+                       output_dir=None, checkpoint_dir=tmp_path / f"ckpt{micro}", device="cpu")
+        assert result.steps == 1
+        # After the last step .grad still holds its (scaled, clipped) gradient.
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        weights.append(_weights(model))
+        losses.append(result.final_loss)
+    for other in (1, 2):
+        assert _max_gap(grads[other], grads[0]) < 1e-6
+        # Adam's first step is about lr * sign(gradient): a tolerance of 1% of lr.
+        assert _max_gap(weights[other], weights[0]) < 1e-5
+        assert losses[other] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: Path):
+    blocks = BlockBatches(_blocks(5))
+    settings = _settings(epochs=2.0, batch_size=2, warmup_ratio=0.2, weight_decay=0.01)  # ceil(10/2) = 5 steps
+
+    straight = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    full = train(straight, blocks, settings=settings, output_dir=tmp_path / "straight-model",
+                 checkpoint_dir=tmp_path / "ckpt-straight", log_path=tmp_path / "straight.csv", device="cpu")
+    assert full.completed and full.steps == 5 and (tmp_path / "straight-model" / "config.json").is_file()
+
+    ckpt, log = tmp_path / "ckpt", tmp_path / "resumed.csv"
+
+    # A planned stop after 1 step (checkpointed there), then a crash at step 3, after the
+    # checkpoint of step 2: the resumed run must redo step 3 without logging it twice.
+    first = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
+                  output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu",
+                  max_steps_this_run=1)
+    assert (first.completed, first.steps, first.resumed_from) == (False, 1, 0)
+    assert not (tmp_path / "model").exists()
+    assert [p.name for p in ckpt.iterdir()] == ["step-00000001.pt"]
+
+    def crash(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
+              output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu", on_step=crash)
+    assert [row["step"] for row in _log(log)] == ["1", "2", "3"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000002.pt"]
+
+    resumed_model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    resumed = train(resumed_model, blocks, settings=dataclasses.replace(settings, checkpoint_every=3),
+                    output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu")
+    assert (resumed.completed, resumed.steps, resumed.resumed_from) == (True, 5, 2)
+    assert _max_gap(_weights(straight), _weights(resumed_model)) <= 1e-6
+    assert resumed.final_loss == pytest.approx(full.final_loss, abs=1e-6)
+
+    def comparable(rows):
+        return [{k: row[k] for k in LOG_COLUMNS if k != "tokens_per_s"} for row in rows]
+
+    straight_log, resumed_log = _log(tmp_path / "straight.csv"), _log(log)
+    assert [int(row["step"]) for row in resumed_log] == [1, 2, 3, 4, 5]
+    assert comparable(resumed_log) == comparable(straight_log)
+
+    # A finished run's last checkpoint resumes to "nothing left to do" and still saves the model.
+    again = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
+                  output_dir=tmp_path / "again", checkpoint_dir=ckpt, log_path=log, device="cpu")
+    assert (again.resumed_from, again.steps, again.tokens) == (5, 5, 0)
+    assert len(_log(log)) == 5 and (tmp_path / "again" / "config.json").is_file()
+
+
+def test_checkpoint_of_another_run_is_discarded(tiny_model_dir: Path, tmp_path: Path):
+    blocks = BlockBatches(_blocks(4))
+    ckpt = tmp_path / "ckpt"
+    train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=_settings(),
+          output_dir=None, checkpoint_dir=ckpt, device="cpu", max_steps_this_run=1)
+    other = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks,
+                  settings=_settings(learning_rate=1e-3), output_dir=None, checkpoint_dir=ckpt, device="cpu")
+    assert other.resumed_from == 0 and other.completed
+    other_data = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), BlockBatches(_blocks(4, seed=1)),
+                       settings=_settings(learning_rate=1e-3), output_dir=None, checkpoint_dir=ckpt, device="cpu")
+    assert other_data.resumed_from == 0
+
+
+def test_schedule_data_order_and_settings(tiny_model_dir: Path, tmp_path: Path):
+    factor = LinearWarmupDecay(total_steps=10, warmup_steps=2)
+    assert [round(factor(s), 4) for s in range(10)] == [0.3333, 0.6667, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+
+    # Fractional epochs: ceil(1.5 * 5 / 2) = 4 steps; every block once per epoch, seeded.
+    settings = _settings(epochs=1.5, batch_size=2, warmup_ratio=0.25)
+    assert settings.total_steps(5) == 4 and settings.warmup_steps(5) == 1
+    assert TrainSettings(learning_rate=1, epochs=0.3, batch_size=1, micro_batch_size=1).total_steps(10) == 3
+    stream = [i for s in range(5) for i in step_indices(s, n_examples=5, batch_size=2, seed=0)]
+    assert sorted(stream[:5]) == sorted(stream[5:10]) == [0, 1, 2, 3, 4]
+    assert stream[:5] != [i for s in range(3) for i in step_indices(s, n_examples=5, batch_size=2, seed=1)][:5]
+    assert step_indices(3, n_examples=5, batch_size=2, seed=0) == stream[6:8]
+
+    log = tmp_path / "loss.csv"
+    train(load_model(tiny_model_dir, dtype="float32", device="cpu"), BlockBatches(_blocks(5)), settings=settings,
+          output_dir=None, checkpoint_dir=tmp_path / "ckpt", log_path=log, device="cpu")
+    rows = _log(log)
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([5e-3, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3])
+    assert [float(r["epoch"]) for r in rows] == [0.4, 0.8, 1.2, 1.6]
+    assert [int(r["tokens"]) for r in rows] == [
+        sum(len(_blocks(5)[i]) for i in step_indices(s, n_examples=5, batch_size=2, seed=0)) for s in range(4)]
+
+    with pytest.raises(ValueError, match="multiple of micro_batch_size"):
+        _settings(batch_size=3, micro_batch_size=2)
+    with pytest.raises(ValueError, match="float32 weights"):
+        train(load_model(tiny_model_dir, dtype="bfloat16", device="cpu"), BlockBatches(_blocks(2)),
+              settings=_settings(), output_dir=None, checkpoint_dir=tmp_path / "c", device="cpu")
