@@ -119,9 +119,11 @@ def check_dvc(root: Path) -> Check:
 
 
 def check_label_studio(root: Path, *, timeout: float = 3.0) -> Check:
-    url = setting("LABEL_STUDIO_URL", root)
+    from pipeline.studio import resolve_url
+
+    url = resolve_url(root)
     if not url:
-        return Check("Label Studio", "ok", "not configured (only needed for review; set LABEL_STUDIO_URL)")
+        return Check("Label Studio", "ok", "not running or configured (only needed for review: whp studio start)")
     if not setting("LABEL_STUDIO_API_KEY", root):
         return Check("Label Studio", "fail", f"{url}: LABEL_STUDIO_API_KEY is not set",
                      "export LABEL_STUDIO_API_KEY=... or put it in the ignored .env file")
@@ -132,7 +134,20 @@ def check_label_studio(root: Path, *, timeout: float = 3.0) -> Check:
         return Check("Label Studio", "fail", f"{url} unreachable: {exc}", "start the server, or fix LABEL_STUDIO_URL")
     if not healthy:
         return Check("Label Studio", "fail", f"{url}/health did not answer 200", "check the server's log")
-    return Check("Label Studio", "ok", f"{url} healthy")
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/projects?page_size=1",
+        headers={"Authorization": f"Token {setting('LABEL_STUDIO_API_KEY', root)}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return Check("Label Studio", "fail", f"{url} refuses LABEL_STUDIO_API_KEY (HTTP {exc.code})",
+                         "set the key of that server in the environment or .env")
+    except (urllib.error.URLError, OSError):
+        pass
+    return Check("Label Studio", "ok", f"{url} healthy, key accepted")
 
 
 def run_checks(root: Path | str = ".") -> list[Check]:
