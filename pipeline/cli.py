@@ -160,5 +160,187 @@ def doctor(project: ProjectOption = Path(".")) -> None:
         raise typer.Exit(1)
 
 
+studio_app = typer.Typer(
+    help="The local Label Studio server for the review: its own venv, data in .studio/, 127.0.0.1 only.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(studio_app, name="studio")
+
+
+def _print_studio_status(project: Path, state) -> None:
+    from pipeline import studio
+    from pipeline.env import setting
+
+    yes_no = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]not checked[/]"}
+    table = Table("", "", show_header=False, box=None)
+    table.add_row("server", f"running (pid {state.pid})" if state.running else "[yellow]not running[/]")
+    table.add_row("url", state.url or "-")
+    table.add_row("healthy", yes_no[state.healthy])
+    table.add_row("API key accepted", yes_no[state.token_accepted])
+    table.add_row("account", setting(studio.USERNAME_KEY, project) or "(not set)")
+    table.add_row("password", studio.mask(setting(studio.PASSWORD_KEY, project)))
+    table.add_row("API key", studio.mask(setting(studio.API_KEY_KEY, project)))
+    table.add_row("data", str(state.data_dir))
+    table.add_row("log", str(state.log))
+    table.add_row("venv", str(studio.venv_dir(project)))
+    console.print(table, highlight=False)
+    configured = setting(studio.URL_KEY, project)
+    if configured:
+        console.print(f"{studio.URL_KEY} is set: the pipeline uses {configured}", highlight=False)
+
+
+@studio_app.command("install")
+def studio_install(project: ProjectOption = Path(".")) -> None:
+    """Create the server's venv (.studio/venv, or WHP_STUDIO_VENV) with label-studio; does nothing if done."""
+    from pipeline import studio
+
+    try:
+        studio.install(root=project)
+    except PipelineError as exc:
+        _fail(exc)
+
+
+@studio_app.command("start")
+def studio_start(
+    port: Annotated[int | None, typer.Option(help="Port to try first (default: from LABEL_STUDIO_URL, else 8080).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for /health (the first start migrates).")] = 180.0,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Start the server in the background (installing it on first use); generate missing credentials into .env."""
+    from pipeline import studio
+
+    try:
+        state = studio.start(project, port=port, timeout=timeout)
+    except PipelineError as exc:
+        _fail(exc)
+    _print_studio_status(project, state)
+    if state.token_accepted is False:
+        _fail(studio.StudioError(f"the server at {state.url} is running but refuses {studio.API_KEY_KEY}: it keeps "
+                                 "the token of its first start (restore that one in .env)"))
+
+
+@studio_app.command("stop")
+def studio_stop(project: ProjectOption = Path(".")) -> None:
+    """Stop the server (a stale record of a server that is gone is removed)."""
+    from pipeline import studio
+
+    if not studio.stop(project):
+        console.print("Label Studio was not running", highlight=False)
+
+
+@studio_app.command("status")
+def studio_status(project: ProjectOption = Path(".")) -> None:
+    """Show the server's URL, health and whether it accepts the API key; exit 1 unless all is well."""
+    from pipeline import studio
+
+    state = studio.status(project)
+    _print_studio_status(project, state)
+    if not (state.running and state.healthy and state.token_accepted is not False):
+        raise typer.Exit(1)
+
+
+review_app = typer.Typer(
+    help="Human review in Label Studio: push tasks, pull the reviewers' work, see where it stands.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(review_app, name="review")
+ReviewName = Annotated[str, typer.Argument(help="Review project: anchors, linguistic or evaluation.")]
+
+
+def _review_client(project: Path):
+    from pipeline.studio import client
+
+    return client(project)
+
+
+def _print_review(summary: dict) -> None:
+    table = Table("", "", show_header=False, box=None)
+    for name in ("project", "tasks", "tracked", "annotated", "annotations", "cancelled", "snapshot", "output",
+                 "records"):
+        if name in summary:
+            table.add_row(name, str(summary[name]))
+    if "reviewers" in summary:
+        table.add_row("reviewers", ", ".join(summary["reviewers"]) or "-")
+    if summary.get("decisions"):
+        table.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(summary["decisions"].items())))
+    agreement = summary.get("agreement") or {}
+    if agreement.get("percent_agreement") is not None:
+        kappa = agreement.get("kappa")
+        table.add_row("agreement", f"{agreement['percent_agreement']:.1%} over {agreement['items']} item(s), "
+                      f"{len(agreement['pairs'])} pair(s); kappa " + ("n/a" if kappa is None else f"{kappa:.2f}"))
+    console.print(table, highlight=False)
+    conflicts = summary.get("conflicts") or []
+    if conflicts:
+        rows = Table("task", "anchor", "aspect", "votes", title=f"{len(conflicts)} conflict(s) to adjudicate")
+        for c in conflicts:
+            rows.add_row(c["task"], c["anchor"], c["aspect"],
+                         "; ".join(f"{value}: {', '.join(who)}" for value, who in c["votes"].items()))
+        console.print(rows, highlight=False)
+    for item in summary.get("disagreements") or []:
+        decided = "; ".join(f"{d} in {', '.join(tasks)}" for d, tasks in item["decisions"].items())
+        errors.print(f"[yellow]decided differently across tasks:[/] {item['anchor']}: {decided}", highlight=False)
+    for problem in summary.get("problems") or []:
+        errors.print(f"[yellow]problem:[/] {problem}", highlight=False)
+
+
+@review_app.command("push")
+def review_push(name: ReviewName, project: ProjectOption = Path(".")) -> None:
+    """Create the project whp-<name> if needed and import or update its tasks (never duplicates)."""
+    from pipeline.params import ReviewParams, load_params
+    from pipeline.review import push
+
+    try:
+        # A folder without params.yaml (a bare review workspace) uses the defaults.
+        has_params = (project / "params.yaml").is_file()
+        settings = load_params(project / "params.yaml").review if has_params else ReviewParams()
+        counts = push(name, project, _review_client(project), max_tasks=settings.max_tasks,
+                      batch_size=settings.batch_size)
+    except PipelineError as exc:
+        _fail(exc)
+    console.print(f"whp-{name} (project {counts['project_id']}): {counts['created']} created, "
+                  f"{counts['updated']} updated, {counts['unchanged']} unchanged", highlight=False)
+    if counts["untracked"]:
+        errors.print(f"[yellow]{len(counts['untracked'])} task(s) on the server are not in labels/{name}/tasks.jsonl "
+                     f"(pull will refuse them): {', '.join(counts['untracked'][:10])}", highlight=False)
+
+
+@review_app.command("pull")
+def review_pull(name: ReviewName, project: ProjectOption = Path(".")) -> None:
+    """Export the reviewers' work: a snapshot under labels/<name>/snapshots/ and the normalised file."""
+    from pipeline.review import pull
+
+    try:
+        summary = pull(name, project, _review_client(project))
+    except PipelineError as exc:
+        _fail(exc)
+    _print_review(summary)
+
+
+@review_app.command("status")
+def review_status(
+    name: ReviewName,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    project: ProjectOption = Path("."),
+) -> None:
+    """Tasks, annotated, cancelled, conflicts and agreement, from a fresh export (writes nothing);
+    exit 1 when the export has problems that pull would refuse."""
+    from pipeline.review import status
+
+    if fmt not in ("table", "json"):
+        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    try:
+        summary = status(name, project, _review_client(project))
+    except PipelineError as exc:
+        _fail(exc)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+    else:
+        _print_review(summary)
+    if summary["problems"]:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -209,6 +209,21 @@ class ReinforceParams(_Section):
         return self
 
 
+class LinguisticReviewParams(_Section):
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    """Generic-label positions whose confidence is below this go to the linguistic review."""
+
+
+class ReviewParams(_Section):
+    """Human review in Label Studio (``whp review``; never read by ``dvc repro``)."""
+
+    max_tasks: int = Field(default=200, ge=1)
+    """Anchor tasks pushed at most: the passages with the most distinct anchors first."""
+    batch_size: int = Field(default=50, ge=1)
+    """Tasks per import request (SQLite reports "database is locked" under large imports)."""
+    linguistic: LinguisticReviewParams = LinguisticReviewParams()
+
+
 class Params(_Section):
     """The whole of params.yaml."""
 
@@ -220,6 +235,7 @@ class Params(_Section):
     dictionary: DictionaryParams = DictionaryParams()
     blocks: BlockParams = BlockParams()
     reinforce: ReinforceParams = ReinforceParams()
+    review: ReviewParams = ReviewParams()
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
