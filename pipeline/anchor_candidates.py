@@ -27,7 +27,7 @@ from wordfreq import zipf_frequency
 
 from pipeline.anchor_match import AnchorMatcher
 from pipeline.anchor_mining import (
-    CONNECTORS, PLACE_WORDS, TITLES, canonical, count_ngrams, heading_key, log_odds_z, lowercase_counts,
+    PLACE_WORDS, TITLES, canonical, count_ngrams, heading_key, log_odds_z, lowercase_counts,
     name_words, prior_alpha, tokenize,
 )
 from pipeline.cli_support import run_stage

@@ -10,7 +10,6 @@ Run: ``python -m pipeline.baseline_model`` (``dvc repro baseline_model``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -22,20 +21,13 @@ from pipeline.cli_support import run_stage
 from pipeline.errors import ModelSourceError
 from pipeline.models import load_model, load_source, resolve_source
 from pipeline.params import Params, section_dict
+from pipeline.store import publish_folder, sha256_file
 
 STAGE = "baseline_model"
 PARAMS = ("baseline",)
 OUTPUT = Path("models/baseline")
 PROVENANCE = "whp_model.json"
 _PROBE_TEXT = "It was a bright cold day in April, and the clocks were striking thirteen."
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def max_logit_gap(model_a, model_b, input_ids: torch.Tensor) -> float:
@@ -64,7 +56,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
         if gap > tolerance:
             raise ModelSourceError(f"{output}: saved model differs from the source (max logit gap {gap:.2e})")
         source_hash = (
-            _sha256_file(Path(source.location) / str(source.gguf_file)) if source.kind == "gguf" else None
+            sha256_file(Path(source.location) / str(source.gguf_file)) if source.kind == "gguf" else None
         )
         provenance = {
             "source": source.describe(),
@@ -80,12 +72,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
             "probe_max_logit_gap": gap,
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
+        publish_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

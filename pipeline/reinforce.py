@@ -28,7 +28,7 @@ from pipeline.cli_support import run_stage
 from pipeline.errors import DatasetNotFoundError, DatasetValidationError
 from pipeline.models import load_model, load_tokenizer, pick_device
 from pipeline.params import Params, section_dict
-from pipeline.store import read_dataset, read_manifest
+from pipeline.store import publish_folder, read_dataset, read_manifest
 from pipeline.training import BlockBatches, TrainSettings, causal_lm_loss, train
 from schemas.blocks import BLOCKS
 
@@ -105,12 +105,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
             "loss_log": LOSS_LOG.as_posix(),
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        tmp.chmod(0o755)
-        for path in tmp.iterdir():
-            path.chmod(0o644)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
+        publish_folder(tmp, output)
     except BaseException:
         # The checkpoints stay: the next run resumes from them.
         shutil.rmtree(tmp, ignore_errors=True)

@@ -83,7 +83,8 @@ def _describe_failures(contract: Contract, cases: pd.DataFrame, where: str) -> s
     return "\n".join([head, *lines])
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -160,7 +161,7 @@ class DatasetWriter:
         )
         self._parts.append(
             {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size,
-             "sha256": _sha256_file(path)}
+             "sha256": sha256_file(path)}
         )
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -229,6 +230,15 @@ def _replace_dir(new: Path, target: Path) -> None:
     new.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_folder(tmp: Path, target: Path) -> None:
+    """Make a finished temporary folder (a model, a dataset) readable and swap it in for
+    ``target`` by renames, so readers see the old version or the new one, never half of one."""
+    tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes
+    for path in tmp.iterdir():
+        path.chmod(0o644)
+    _replace_dir(tmp, target)
 
 
 def _remove_stale_temporaries(target: Path) -> None:
@@ -313,5 +323,5 @@ def verify_dataset(name: str, root: Path | str = ".") -> bool:
     """True when the parts on disk hash to the manifest's content hash."""
     manifest = read_manifest(name, root)
     folder = dataset_dir(name, root)
-    parts = [{"path": p.name, "sha256": _sha256_file(p)} for p in sorted(folder.glob("part-*.parquet"))]
+    parts = [{"path": p.name, "sha256": sha256_file(p)} for p in sorted(folder.glob("part-*.parquet"))]
     return content_hash(parts) == manifest["content_sha256"]
