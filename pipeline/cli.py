@@ -342,5 +342,146 @@ def review_status(
         raise typer.Exit(1)
 
 
+show_app = typer.Typer(help="Look inside datasets.", no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(show_app, name="show")
+
+
+@show_app.command("block")
+def show_block(
+    block_id: Annotated[str, typer.Argument(help="A block id, e.g. 'forget:book.txt@3'.")],
+    start: Annotated[int, typer.Option(help="First position shown.")] = 0,
+    limit: Annotated[int, typer.Option(help="Positions shown.")] = 60,
+    project: ProjectOption = Path("."),
+) -> None:
+    """The original tokens, their aligned translation and the generic target, side by side.
+
+    Dropped positions (outside the loss) are marked with the reason.
+    """
+    from pipeline.models import load_tokenizer
+    from pipeline.store import read_dataset
+
+    try:
+        blocks = read_dataset("blocks", project)
+        rows = blocks[blocks["block_id"] == block_id]
+        if rows.empty:
+            raise PipelineError(f"no block {block_id!r} (try: whp query \"select block_id from blocks limit 5\")")
+        block = rows.iloc[0]
+        try:
+            training = read_dataset("dataset", project, columns=["block_id", "labels"])
+            labels = training.set_index("block_id")["labels"].get(block_id)
+        except PipelineError:
+            labels = None
+        tokenizer = load_tokenizer(project / "models" / "baseline")
+    except PipelineError as exc:
+        _fail(exc)
+    console.print(f"[bold]{block_id}[/] world {block['world']}; anchors: {', '.join(block['anchors']) or 'none'}", highlight=False)
+    table = Table("i", "original", "j(i)", "translation", "generic target", "note")
+    for i in range(start, min(start + limit, len(block["input_ids"]))):
+        j = block["alignment"][i]
+        original = tokenizer.decode([block["input_ids"][i]])
+        translated = tokenizer.decode([block["translated_ids"][j]]) if j >= 0 else ""
+        target = "" if labels is None or labels[i] < 0 else tokenizer.decode([labels[i]])
+        next_original = tokenizer.decode([block["input_ids"][i + 1]]) if i + 1 < len(block["input_ids"]) else ""
+        note = block["drop_reasons"][i] or ("changed" if target and target != next_original else "")
+        style = "dim" if j < 0 else ("bold yellow" if note == "changed" else "")
+        table.add_row(str(i), repr(original), str(j), repr(translated), repr(target), note, style=style)
+    console.print(table)
+
+
+dataset_app = typer.Typer(
+    help="Versions of the training dataset: git tags dataset/<name> over DVC-pushed data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dataset_app, name="dataset")
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Which dataset (folder data/<name>).")]
+
+
+@dataset_app.command("tag")
+def dataset_tag(
+    name: Annotated[str, typer.Argument(help="Version name, e.g. v1 (the tag is dataset/v1).")],
+    message: Annotated[str | None, typer.Option("--message", "-m", help="A note for the tag.")] = None,
+    dataset: DatasetOption = "dataset",
+    project: ProjectOption = Path("."),
+) -> None:
+    """Tag the committed, up-to-date dataset as dataset/NAME and push its data to the DVC remote."""
+    from pipeline.versions import read_manifest_at, tag
+
+    try:
+        tag_name = tag(name, root=project, dataset=dataset, message=message)
+        manifest = read_manifest_at(tag_name, root=project, dataset=dataset)
+    except PipelineError as exc:
+        _fail(exc)
+    console.print(f"tagged {tag_name}: {dataset}, {manifest['rows']} rows, content sha256 "
+                  f"{manifest['content_sha256'][:16]}; data pushed to the DVC remote", highlight=False)
+    errors.print(f"share the tag with `git push origin {tag_name}`", style="dim", highlight=False)
+
+
+@dataset_app.command("versions")
+def dataset_versions(
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    dataset: DatasetOption = "dataset",
+    project: ProjectOption = Path("."),
+) -> None:
+    """Every tagged version (commit, date, rows, content hash), then the working copy."""
+    from pipeline.versions import versions
+
+    if fmt not in ("table", "json"):
+        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    try:
+        entries = versions(root=project, dataset=dataset)
+    except PipelineError as exc:
+        _fail(exc)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(entries, indent=1) + "\n")
+        return
+    table = Table("version", "commit", "date", "rows", "content sha256", "message")
+    for e in entries:
+        table.add_row(
+            e["version"], (e["commit"] or "-")[:12], (e["date"] or "-")[:16].replace("T", " "),
+            "?" if e["rows"] is None else str(e["rows"]),
+            (e["content_sha256"] or "?")[:16], e["message"] or "",
+        )
+    console.print(table, highlight=False)
+    for e in entries:
+        if e.get("error"):
+            errors.print(f"[yellow]{e['version']}:[/] {e['error']}", highlight=False)
+    if not entries:
+        errors.print(f"no versions of {dataset!r} yet: `dvc repro`, commit, then `whp dataset tag v1`", style="yellow")
+
+
+@dataset_app.command("show")
+def dataset_show(
+    version: Annotated[str, typer.Argument(help="A tag (v1 or dataset/v1), a git revision, or 'workspace'.")],
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    dataset: DatasetOption = "dataset",
+    project: ProjectOption = Path("."),
+) -> None:
+    """A version's manifest: rows, bytes, columns, content hash, stage, params, code revision."""
+    from pipeline.versions import WORKSPACE, read_manifest_at, resolve
+
+    if fmt not in ("table", "json"):
+        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    try:
+        commit = resolve(version, root=project)
+        manifest = read_manifest_at(version, root=project, dataset=dataset)
+    except PipelineError as exc:
+        _fail(exc)
+    summary = {"version": version, "commit": None if commit == WORKSPACE else commit, **manifest}
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary, indent=1) + "\n")
+        return
+    table = Table("", "", show_header=False, box=None)
+    for key in ("version", "commit", "dataset", "stage", "rows", "bytes", "content_sha256", "code_revision",
+                "created_at"):
+        table.add_row(key, "-" if summary.get(key) is None else str(summary[key]))
+    schema = manifest.get("schema") or {}
+    table.add_row("schema", f"{schema.get('contract', '?')} v{schema.get('version', '?')}")
+    table.add_row("columns", ", ".join(f"{c['name']} ({c['type']})" for c in manifest.get("columns", [])))
+    table.add_row("parts", str(len(manifest.get("files", []))))
+    table.add_row("params", json.dumps(manifest.get("params", {}), sort_keys=True))
+    console.print(table, highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -10,8 +10,7 @@ disk. Work is done in shards of ``generic_labels.shard_blocks`` blocks, each wri
 to a work folder keyed by the inputs' hashes, so an interrupted run resumes at the first
 missing shard and produces identical output.
 
-Not yet wired into ``dvc.yaml``: the reinforced model stage and the default CPU profile come
-with it (see README, generic labels).
+Run: ``python -m pipeline.generic_labels`` (``dvc repro generic_labels``).
 """
 
 from __future__ import annotations
@@ -27,13 +26,17 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline.cli_support import run_stage
 from pipeline.generic import gather_aligned, generic_logits, labels_from_logits, suppress_used_translations
 from pipeline.models import load_model, pick_device
+from pipeline.params import Params
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
 from schemas.labels import GENERIC_LABELS
 
 STAGE = "generic_labels"
+PARAMS = ("generic_labels",)
 WORK = Path("data/.generic_labels-work")
+BASELINE, REINFORCED = Path("models/baseline"), Path("models/reinforced")
 
 
 def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,3 +135,17 @@ def _folder_hash(folder: Path) -> str:
     provenance = folder / "whp_model.json"
     text = provenance.read_text() if provenance.exists() else (folder / "config.json").read_text()
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run(params: Params, *, root: Path = Path(".")) -> dict:
+    settings = params.generic_labels
+    compute(
+        root, alphas=settings.alphas, top_k=settings.top_k, batch_size=settings.batch_size,
+        shard_blocks=settings.shard_blocks, baseline_dir=root / BASELINE, reinforced_dir=root / REINFORCED,
+    )
+    labels = read_manifest("generic_labels", root)
+    return {"rows": labels["rows"], "alphas": len(settings.alphas), "top_k": settings.top_k}
+
+
+if __name__ == "__main__":
+    run_stage(STAGE, run)

@@ -209,6 +209,40 @@ class ReinforceParams(_Section):
         return self
 
 
+class GenericLabelParams(_Section):
+    """Generic targets (stage ``generic_labels``)."""
+
+    alphas: list[float] = Field(default_factory=lambda: [2.5, 5.0, 10.0], min_length=1)
+    """All computed in one pass (the paper kept 2.5, 5 and 10)."""
+    top_k: int = Field(default=32, ge=1, le=1024)
+    batch_size: int = Field(default=8, ge=1)
+    """Blocks per forward pass: the only full-vocabulary logits ever held."""
+    shard_blocks: int = Field(default=64, ge=1)
+    """Blocks per resumable shard."""
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, value: list[float]) -> list[float]:
+        if any(a < 0 for a in value) or len(set(value)) != len(value):
+            raise ValueError("alphas must be distinct and >= 0")
+        return value
+
+
+class DatasetParams(_Section):
+    """The training dataset (stage ``dataset``)."""
+
+    alpha: float = 5.0
+    """Which of generic_labels.alphas the dataset's targets use."""
+
+
+class FinetuneParams(_Section):
+    """The unlearning fine-tune (its stage comes with the next issue); the dataset pin is here."""
+
+    dataset: str = Field(default="workspace", min_length=1, pattern=r"^\S+$")
+    """The training dataset version: a tag (``v1`` = git tag ``dataset/v1``), any git revision,
+    or ``workspace`` (this checkout's ``data/dataset``); read by pipeline.versions.read_pinned."""
+
+
 class LinguisticReviewParams(_Section):
     threshold: float = Field(default=0.5, gt=0, le=1)
     """Generic-label positions whose confidence is below this go to the linguistic review."""
@@ -235,7 +269,18 @@ class Params(_Section):
     dictionary: DictionaryParams = DictionaryParams()
     blocks: BlockParams = BlockParams()
     reinforce: ReinforceParams = ReinforceParams()
+    generic_labels: GenericLabelParams = GenericLabelParams()
+    dataset: DatasetParams = DatasetParams()
+    finetune: FinetuneParams = FinetuneParams()
     review: ReviewParams = ReviewParams()
+
+    @model_validator(mode="after")
+    def _dataset_alpha(self) -> "Params":
+        if self.dataset.alpha not in self.generic_labels.alphas:
+            raise ValueError(
+                f"dataset.alpha ({self.dataset.alpha}) is not one of generic_labels.alphas {self.generic_labels.alphas}"
+            )
+        return self
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -277,7 +322,8 @@ def parse_params(raw: Any, *, source: str = "params.yaml") -> Params:
         lines = []
         for err in exc.errors():
             key = _key_path(err["loc"])
-            got = "" if err["type"] in {"missing", "extra_forbidden"} else f" (got {err.get('input')!r})"
+            quiet = err["type"] in {"missing", "extra_forbidden"} or not err["loc"]  # whole-file checks
+            got = "" if quiet else f" (got {err.get('input')!r})"
             message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             lines.append(f"  {key}: {message}{got}")
         raise ParamsError(f"{source}: {len(lines)} invalid parameter(s):\n" + "\n".join(lines)) from None

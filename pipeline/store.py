@@ -127,6 +127,8 @@ class DatasetWriter:
     stage: str
     params: dict[str, Any] = field(default_factory=dict)
     root: Path | str = "."
+    arrow_schema: pa.Schema | None = None
+    """Exact Arrow schema of the parts, metadata included (e.g. Hugging Face ``features``)."""
     _tmp: Path | None = field(default=None, init=False, repr=False)
     _parts: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _schema: pa.Schema | None = field(default=None, init=False, repr=False)
@@ -149,7 +151,7 @@ class DatasetWriter:
         # Pandas metadata embeds library versions and index details: drop it so the bytes
         # depend only on the rows and the Arrow schema.
         table = table.replace_schema_metadata(None)
-        table = _concrete_types(table)
+        table = table.cast(self.arrow_schema) if self.arrow_schema is not None else _concrete_types(table)
         if self._schema is None:
             self._schema = table.schema
         elif not table.schema.equals(self._schema):

@@ -69,3 +69,52 @@ def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir
     theirs = sorted(dataset_dir("generic_labels", built).glob("part-*.parquet"))
     assert [p.read_bytes() for p in ours] == [p.read_bytes() for p in theirs]
     assert not (copy / generic_labels.WORK).exists()
+
+
+def test_dataset_stage_joins_labels_with_provenance_and_hf_features(built: Path, reinforced_dir: Path):  # noqa: F811
+    from datasets import load_dataset
+
+    from pipeline import dataset
+    from pipeline.params import load_params
+    from schemas.dataset import IGNORE
+
+    _run(built, reinforced_dir)
+    dataset.run(load_params(built / "params.yaml"), root=built)
+    frame = read_dataset("dataset", built)
+    blocks = read_dataset("blocks", built).set_index("block_id")
+    labels = read_dataset("generic_labels", built)
+    labels = labels[labels["alpha"] == 5.0].set_index("block_id")
+    passages = read_dataset("passages", built).set_index("passage_id")
+    assert len(frame) == len(blocks)
+    for row in frame.itertuples():
+        mask = blocks.loc[row.block_id, "loss_mask"]
+        assert row.labels == [t if m else IGNORE for t, m in zip(labels.loc[row.block_id, "target"], mask)]
+        for pid in row.passage_ids:
+            assert passages.loc[pid, "char_start"] < row.char_end and passages.loc[pid, "char_end"] > row.char_start
+    loaded = load_dataset("parquet", data_files=str(dataset_dir("dataset", built) / "*.parquet"), split="train",
+                          cache_dir=str(built / ".hf-cache"))
+    assert loaded.features["top_probs"].feature.feature.dtype == "float32"
+    assert loaded.features["labels"].feature.dtype == "int32"
+    assert loaded[0]["labels"] == frame.iloc[0]["labels"]
+    assert "| blocks | %d |" % len(frame) in (built / dataset.CARD).read_text()
+
+
+def test_show_block_prints_original_translation_and_target(built: Path, reinforced_dir: Path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from pipeline import dataset
+    from pipeline.cli import app
+    from pipeline.params import load_params
+
+    _run(built, reinforced_dir)
+    dataset.run(load_params(built / "params.yaml"), root=built)
+    block = read_dataset("blocks", built).iloc[0]
+    runner = CliRunner()
+    result = runner.invoke(app, ["show", "block", block["block_id"], "-C", str(built), "--limit", "64"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert block["block_id"] in result.output
+    reasons = {r for r in block["drop_reasons"][:64] if r}
+    assert all(reason in result.output for reason in reasons)
+    missing = runner.invoke(app, ["show", "block", "nope@0", "-C", str(built)])
+    assert missing.exit_code == 1 and "no block 'nope@0'" in missing.output
