@@ -34,6 +34,11 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        _fail(ValueError(f"--format must be one of {', '.join(allowed)}, not {fmt!r}"))
+
+
 def _print_rows(columns: list[str], rows: list[tuple], fmt: Format) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps([dict(zip(columns, row)) for row in rows], default=str, indent=1) + "\n")
@@ -85,8 +90,7 @@ def query(
     """Run SQL over every dataset (one view per dataset: passages, documents, ...)."""
     from pipeline.sql import connect, run_query
 
-    if fmt not in ("table", "csv", "json"):
-        _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
+    _check_format(fmt, ("table", "csv", "json"))
     if sql and file:
         _fail(ValueError("give SQL or --file, not both"))
     if file:
@@ -328,8 +332,7 @@ def review_status(
     exit 1 when the export has problems that pull would refuse."""
     from pipeline.review import status
 
-    if fmt not in ("table", "json"):
-        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    _check_format(fmt, ("table", "json"))
     try:
         summary = status(name, project, _review_client(project))
     except PipelineError as exc:
@@ -426,8 +429,7 @@ def dataset_versions(
     """Every tagged version (commit, date, rows, content hash), then the working copy."""
     from pipeline.versions import versions
 
-    if fmt not in ("table", "json"):
-        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    _check_format(fmt, ("table", "json"))
     try:
         entries = versions(root=project, dataset=dataset)
     except PipelineError as exc:
@@ -460,8 +462,7 @@ def dataset_show(
     """A version's manifest: rows, bytes, columns, content hash, stage, params, code revision."""
     from pipeline.versions import WORKSPACE, read_manifest_at, resolve
 
-    if fmt not in ("table", "json"):
-        _fail(ValueError(f"--format must be table or json, not {fmt!r}"))
+    _check_format(fmt, ("table", "json"))
     try:
         commit = resolve(version, root=project)
         manifest = read_manifest_at(version, root=project, dataset=dataset)

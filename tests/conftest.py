@@ -44,6 +44,17 @@ def _offline_isolated_env(tmp_path_factory):
             os.environ[key] = value
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models on a busy 2-core machine: a second thread only adds synchronisation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def train_tiny_tokenizer(folder: Path, corpus: list[str]):
     """A byte-level BPE fast tokenizer trained on ``corpus`` (a second, non-SmolLM2 tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -24,13 +24,7 @@ SETTINGS = {"learning_rate": 1e-2, "epochs": 2.0, "batch_size": 2, "micro_batch_
             "warmup_ratio": 0.0, "checkpoint_every": 2, "seed": 0}  # 6 blocks: 6 steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: a second thread only adds synchronisation (10x slower on a busy 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _blocks_frame(n: int = 6) -> pd.DataFrame:
