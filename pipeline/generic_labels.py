@@ -21,13 +21,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from pipeline.cli_support import run_stage
-from pipeline.generic import gather_aligned, generic_logits, labels_from_logits, suppress_used_translations
+from pipeline.generic import block_labels, gather_aligned, used_translation_entries
 from pipeline.models import load_model, pick_device
 from pipeline.params import Params
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
@@ -66,19 +67,21 @@ def label_batch(blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[
     rows = []
     for b, block in enumerate(blocks.itertuples(index=False)):
         n, m = len(block.input_ids), len(block.translated_ids)
-        reinforced_v = reinforced_logits[b, :n].float()
         base_v = gather_aligned(baseline_logits[b, :m].float(), list(block.alignment))
-        for alpha in alphas:
-            v = generic_logits(base_v, reinforced_v, alpha)
-            v = suppress_used_translations(v, list(block.alignment), list(block.used_positions), list(block.used_token_ids))
-            labels = labels_from_logits(v, top_k)
+        entries = used_translation_entries(block.alignment, block.used_positions, block.used_token_ids)
+        per_alpha = block_labels(base_v, reinforced_logits[b, :n].float(), alphas=alphas, entries=entries, top_k=top_k)
+        for alpha, labels in zip(alphas, per_alpha):
             rows.append({
                 "block_id": block.block_id, "alpha": float(alpha),
-                "target": labels["target"].cpu().tolist(), "top_ids": labels["top_ids"].cpu().tolist(),
-                "top_probs": [[round(p, 6) for p in row] for row in labels["top_probs"].cpu().tolist()],
-                "confidence": [round(p, 6) for p in labels["confidence"].cpu().tolist()],
+                "target": labels["target"].tolist(), "top_ids": labels["top_ids"].tolist(),
+                "top_probs": _rounded(labels["top_probs"]), "confidence": _rounded(labels["confidence"]),
             })
     return rows
+
+
+def _rounded(probabilities: torch.Tensor) -> list:
+    """Six decimals: enough for a soft target, and half the Parquet size of raw float32 bits."""
+    return np.round(probabilities.cpu().numpy().astype(np.float64), 6).tolist()
 
 
 def shard_key(inputs: dict, shard: int, block_ids: Sequence[str]) -> str:

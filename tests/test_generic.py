@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.generic import gather_aligned, generic_logits, labels_from_logits, suppress_used_translations
+from pipeline.generic import gather_aligned, generic_logits, labels_from_logits, suppress_used_translations, block_labels, used_translation_entries
 
 
 def test_alpha_formula_by_hand():
@@ -45,3 +45,20 @@ def test_labels_top_k_and_confidence():
     assert labels["top_ids"].tolist() == [[3, 2]]
     assert torch.allclose(labels["top_probs"][0], probs[[3, 2]])
     assert torch.allclose(labels["confidence"], probs[3:4])
+
+
+def test_block_labels_equal_the_reference_composition_for_every_alpha():
+    torch.manual_seed(0)
+    n, vocab, k = 12, 50, 5
+    baseline, reinforced = torch.randn(n, vocab), torch.randn(n, vocab) * 2
+    alignment = [0, 1, -1, 2, 3, 4, 5, -1, 6, 7, 8, 9]
+    used_positions, used_token_ids = [3, 6], [17, 4]
+    entries = used_translation_entries(alignment, used_positions, used_token_ids)
+    fused = block_labels(baseline.clone(), reinforced.clone(), alphas=[2.5, 5.0, 10.0], entries=entries, top_k=k)
+    for alpha, got in zip([2.5, 5.0, 10.0], fused):
+        logits = suppress_used_translations(generic_logits(baseline, reinforced, alpha), alignment, used_positions, used_token_ids)
+        want = labels_from_logits(logits, k)
+        assert torch.equal(got["top_ids"], want["top_ids"]) and torch.equal(got["target"], want["target"])
+        assert torch.allclose(got["top_probs"], want["top_probs"], atol=1e-6)
+    # rule 2 covers every aligned row at or after each use (and none before)
+    assert entries[0].numel() == sum(1 for j in alignment if j >= 3) + sum(1 for j in alignment if j >= 6)
