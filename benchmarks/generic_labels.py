@@ -12,6 +12,7 @@ Prints one line per figure. Uses ``models/reinforced`` if present, else the base
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from pipeline.blocks import build_block
-from pipeline.generic_labels import label_batch
+from pipeline.generic_labels import _pad, label_batch
 from pipeline.anchor_match import AnchorMatcher
 from pipeline.models import load_model, load_tokenizer, pick_device
 from pipeline.store import read_dataset
@@ -74,6 +75,19 @@ def main() -> None:
         torch.cuda.synchronize()
     label_s = time.perf_counter() - started
     print(f"generic labels ({len(args.alphas)} alphas, both forwards): {tokens / label_s:,.0f} tokens/s")
+    started = time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    with torch.no_grad(), autocast:  # the ceiling on this machine: the same two forwards, no labels
+        for start in range(0, len(blocks), args.batch_size):
+            part = blocks.iloc[start:start + args.batch_size]
+            for model, column in ((reinforced, "input_ids"), (baseline, "translated_ids")):
+                ids, mask = _pad(part[column].tolist(), 0)
+                model(input_ids=ids.to(device), attention_mask=mask.to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    bare_s = time.perf_counter() - started
+    print(f"bare forwards of both models (the ceiling): {tokens / bare_s:,.0f} tokens/s; "
+          f"labels reach {bare_s / label_s:.0%} of it")
     print(f"end to end (alignment + labels): {tokens / (align_s + label_s):,.0f} tokens/s")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
     if device.type == "cuda":
