@@ -274,6 +274,9 @@ def _print_review(summary: dict) -> None:
         kappa = agreement.get("kappa")
         table.add_row("agreement", f"{agreement['percent_agreement']:.1%} over {agreement['items']} item(s), "
                       f"{len(agreement['pairs'])} pair(s); kappa " + ("n/a" if kappa is None else f"{kappa:.2f}"))
+    for model, graded in sorted((summary.get("familiarity") or {}).items()):
+        table.add_row(f"familiarity {model}", f"human {graded['human']:.3f}, automatic {graded['auto']:.3f} over "
+                      f"{graded['n']} completion(s); agreement {graded['agreement']:.0%}")
     console.print(table, highlight=False)
     conflicts = summary.get("conflicts") or []
     if conflicts:

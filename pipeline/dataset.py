@@ -3,8 +3,11 @@
 One row per forget block: the original ids, the hard generic targets (``-100`` where the
 position leaves the loss), the loss mask, the top-k soft targets, the confidence, and
 provenance (block -> document -> passages; the dictionary's and the reviewed corrections'
-hashes). Parquet with Hugging Face ``datasets`` features in its schema, so
-``datasets.load_dataset("parquet", data_files="data/dataset/*.parquet")`` gets typed columns.
+hashes). The linguistic review's decisions (``labels/linguistic/decisions.jsonl``, rules in
+:mod:`pipeline.linguistic`) are applied last: an ``incorrect`` task's positions leave the loss,
+or take the reviewer's fix as a one-hot target; the file's sha256 and what it changed go to the
+manifest (``params.linguistic_review``) and the card. Parquet with Hugging Face ``datasets``
+features in its schema, so ``datasets.load_dataset("parquet", data_files="data/dataset/*.parquet")`` gets typed columns.
 Also writes a dataset card (``data/manifests/dataset_card.md``) with statistics.
 
 Run: ``python -m pipeline.dataset`` (``dvc repro dataset``).
@@ -13,6 +16,7 @@ Run: ``python -m pipeline.dataset`` (``dvc repro dataset``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ import pandas as pd
 
 from pipeline.cli_support import run_stage
 from pipeline.errors import DatasetValidationError
+from pipeline.linguistic import ReviewOutcome, apply_decisions, load_decisions
 from pipeline.params import Params, section_dict
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
 from schemas.dataset import IGNORE, TRAINING
@@ -28,6 +33,9 @@ STAGE = "dataset"
 PARAMS = ("dataset",)
 CARD = Path("data/manifests/dataset_card.md")
 CORRECTIONS = Path("labels/anchors/corrections.jsonl")
+DECISIONS = Path("labels/linguistic/decisions.jsonl")
+TOKENIZER = Path("models/baseline")
+log = logging.getLogger(__name__)
 
 
 def features():
@@ -57,10 +65,10 @@ def overlapping_passages(blocks: pd.DataFrame, passages: pd.DataFrame) -> list[l
     return found
 
 
-def card(frame: pd.DataFrame, manifest_params: dict) -> str:
+def card(frame: pd.DataFrame, manifest_params: dict, review: ReviewOutcome | None = None) -> str:
     """A Markdown dataset card with the statistics a user checks before training."""
     positions = int(frame["input_ids"].map(len).sum())
-    trained = int(frame["loss_mask"].map(sum).sum())
+    trained = int(sum(int(np.sum(mask, dtype=np.int64)) for mask in frame["loss_mask"]))
     confidence = np.concatenate([np.asarray(c, dtype=float) for c in frame["confidence"]]) if len(frame) else np.zeros(0)
     changed = sum(
         int(np.sum((np.asarray(ids[1:]) != np.asarray(labels[:-1])) & (np.asarray(mask[:-1]) == 1)))
@@ -77,10 +85,32 @@ def card(frame: pd.DataFrame, manifest_params: dict) -> str:
         f"| alpha | {frame['alpha'].iloc[0] if len(frame) else ''} |",
         f"| confidence p10 / p50 / p90 | {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f} |",
         f"| dictionary sha256 | `{frame['dictionary_sha256'].iloc[0] if len(frame) else ''}` |",
-        f"| corrections sha256 | `{frame['corrections_sha256'].iloc[0] if len(frame) else ''}` |", "",
+        f"| corrections sha256 | `{frame['corrections_sha256'].iloc[0] if len(frame) else ''}` |",
+        *_review_rows(manifest_params.get("linguistic_review"), review), "",
         "Columns: see README, Datasets. Parameters and input revisions: `data/manifests/dataset.json`.", "",
         f"Inputs: {', '.join(f'{k} `{v[:12]}`' for k, v in manifest_params['inputs'].items())}", "",
     ])
+
+
+def _review_rows(provenance: dict | None, review: ReviewOutcome | None) -> list[str]:
+    if provenance is None or review is None:
+        return []
+    return [
+        f"| linguistic review sha256 | `{provenance['sha256']}` |",
+        f"| linguistic decisions: applied / incorrect / stale / superseded | {review.applied} / {review.incorrect} / "
+        f"{len(review.stale)} / {review.superseded} |",
+        f"| positions changed by the review: dropped / fixed | {review.dropped} / {review.fixed} |",
+    ]
+
+
+def _tokenizer_encode(root: Path):
+    """The baseline tokenizer's ``text -> ids``, loaded only when a decision carries a fix."""
+    def load():
+        from pipeline.models import load_tokenizer
+
+        tokenizer = load_tokenizer(root / TOKENIZER)
+        return lambda text: tokenizer.encode(text, add_special_tokens=False)
+    return load
 
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
@@ -114,12 +144,24 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
         "alpha": alpha, "world": blocks["world"], "dictionary_sha256": inputs["dictionary"],
         "corrections_sha256": corrections_sha,
     })
-    used = section_dict(params, *PARAMS) | {"inputs": inputs}
+    decisions_path = root / DECISIONS
+    decisions_sha = hashlib.sha256(decisions_path.read_bytes() if decisions_path.exists() else b"").hexdigest()
+    decisions = load_decisions(decisions_path)
+    frame, review = apply_decisions(
+        frame, decisions, targets={b: labels.at[b, "target"] for b in blocks["block_id"]}, alpha=alpha,
+        encode=_tokenizer_encode(root),
+    )
+    for stale in review.stale:
+        log.warning("stale linguistic decision, skipped: %s", stale)
+    used = section_dict(params, *PARAMS) | {"inputs": inputs} | {
+        "linguistic_review": {"path": DECISIONS.as_posix(), "sha256": decisions_sha, **review.as_dict()},
+    }
     with DatasetWriter(TRAINING, stage=STAGE, params=used, root=root, arrow_schema=features().arrow_schema) as writer:
         writer.write(frame)
-    atomic_write_text(root / CARD, card(frame, used))
-    trained = int(frame["loss_mask"].map(sum).sum())
-    return {"blocks": len(frame), "trained_positions": trained, "alpha": alpha}
+    atomic_write_text(root / CARD, card(frame, used, review))
+    trained = int(sum(int(np.sum(mask, dtype=np.int64)) for mask in frame["loss_mask"]))
+    return {"blocks": len(frame), "trained_positions": trained, "alpha": alpha,
+            "review_dropped": review.dropped, "review_fixed": review.fixed, "review_stale": len(review.stale)}
 
 
 if __name__ == "__main__":

@@ -235,24 +235,118 @@ class DatasetParams(_Section):
     """Which of generic_labels.alphas the dataset's targets use."""
 
 
+class FinetuneRetainParams(_Section):
+    """The retain regularisation of the fine-tune, on ``retain_blocks`` (split ``train``)."""
+
+    kind: Literal["kl", "lm", "none"] = "kl"
+    """``kl``: KL(baseline || model) over the vocabulary; ``lm``: next-token cross-entropy; ``none``."""
+    weight: float = Field(default=1.0, ge=0)
+    """Per-position weight of the retain term against the forget term (0 = off)."""
+    max_blocks: int | None = Field(default=None, ge=1)
+    """Use at most N retain blocks (evenly spread); null = every train block."""
+
+
 class FinetuneParams(_Section):
-    """The unlearning fine-tune (its stage comes with the next issue); the dataset pin is here."""
+    """The unlearning fine-tune (stage ``finetune``); the dataset pin is here.
+
+    Class defaults suit a full run on a GPU; params.yaml holds the CPU profile.
+    """
 
     dataset: str = Field(default="workspace", min_length=1, pattern=r"^\S+$")
     """The training dataset version: a tag (``v1`` = git tag ``dataset/v1``), any git revision,
     or ``workspace`` (this checkout's ``data/dataset``); read by pipeline.versions.read_pinned."""
+    label_type: Literal["hard", "soft", "mixed"] = "soft"
+    """``soft``: KL to the stored top-k generic distribution; ``hard``: cross-entropy to its
+    argmax (the paper); ``mixed``: hard + soft_weight * soft."""
+    soft_weight: float = Field(default=1.0, ge=0)
+    """Weight of the soft term in ``mixed``."""
+    learning_rate: float = Field(default=2e-5, gt=0)
+    epochs: float = Field(default=2.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    """Forget blocks per optimiser step (each brings one retain block when the retain term is on)."""
+    micro_batch_size: int = Field(default=4, ge=1)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    checkpoint_every: int = Field(default=50, ge=1)
+    """Optimiser steps between checkpoints (resume point)."""
+    seed: int = 0
+    retain: FinetuneRetainParams = FinetuneRetainParams()
+
+    @model_validator(mode="after")
+    def _batches(self) -> "FinetuneParams":
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
+        return self
+
+
+class RetainBlockParams(_Section):
+    """Token blocks of the retain corpus (stage ``retain_blocks``); sizes come from ``blocks``."""
+
+    heldout_fraction: float = Field(default=0.2, ge=0, le=1)
+    """Share of blocks held out (never trained on): a seeded hash of the block id decides."""
+    max_train_blocks: int | None = Field(default=None, ge=0)
+    """Keep at most N train blocks, spread round-robin over the documents; null = all."""
+    max_heldout_blocks: int | None = Field(default=None, ge=0)
+    """Keep at most N held-out blocks, chosen the same way; null = all."""
+    seed: int = 0
+
+
+class ProbeParams(_Section):
+    """The probe sets (JSON Lines, one object a line; formats in corpora/probes/README.md)."""
+
+    familiarity: str = Field(default="corpora/probes/familiarity.jsonl", min_length=1)
+    """{"id", "prompt", "answer"}: the answer is the true continuation, which needs the corpus."""
+    completion: str = Field(default="corpora/probes/completion.jsonl", min_length=1)
+    """{"id", "prompt", "keywords"}: open prompts, completions graded 0-3."""
+    general: str = Field(default="corpora/probes/general.jsonl", min_length=1)
+    """{"id", "prompt", "answer", "kind": "general"|"near"}: knowledge that must not move."""
+    genre_terms: str = Field(default="corpora/probes/genre_terms.txt", min_length=1)
+    """Terms merely typical of the genre, one a line (grade 2; never anchors)."""
+
+
+class EvaluateParams(_Section):
+    """Evaluating a model (stage ``evaluate``, one run per model)."""
+
+    probes: ProbeParams = ProbeParams()
+    max_new_tokens: int = Field(default=24, ge=1)
+    """Greedy completion length, in tokens."""
+    batch_size: int = Field(default=16, ge=1)
+    """Prompts or blocks per forward pass."""
+    min_k_percent: float = Field(default=20.0, gt=0, le=100)
+    """Min-K% Prob: the share of a block's least likely tokens averaged."""
+    max_forget_blocks: int | None = Field(default=None, ge=1)
+    """Forget blocks (members) for Min-K%: the first N of ``blocks``; null = all."""
+    max_retain_blocks: int | None = Field(default=None, ge=1)
+    """Held-out retain blocks for perplexity and Min-K%: the first N; null = all."""
+    min_anchor_specificity: float = Field(default=10.0, ge=1)
+    """A one-word anchor counts as a canon detail (grade 3) in a completion only if its rate in
+    the forget corpus is at least this multiple of its general-English rate (wordfreq); a
+    commoner one ("Murphy") is a possible lucky guess (grade 1)."""
+    common_phrase_zipf: float = Field(default=4.5, ge=0, le=8)
+    """A multi-word anchor at least this frequent in general English (wordfreq Zipf) is a
+    possible lucky guess (grade 1): "New York", "Prime Minister"."""
 
 
 class LinguisticReviewParams(_Section):
+    """Linguistic review tasks (``whp review push linguistic``), built from ``generic_labels`` at
+    ``dataset.alpha``."""
+
     threshold: float = Field(default=0.5, gt=0, le=1)
     """Generic-label positions whose confidence is below this go to the linguistic review."""
+    gap: int = Field(default=2, ge=1)
+    """Low-confidence positions of a block at most this many positions apart share a task."""
+    span: int = Field(default=12, ge=1)
+    """A task covers at most this many consecutive positions (first to last marked one)."""
+    context_tokens: int = Field(default=64, ge=1)
+    """Translated tokens shown before the task's first position."""
 
 
 class ReviewParams(_Section):
     """Human review in Label Studio (``whp review``; never read by ``dvc repro``)."""
 
     max_tasks: int = Field(default=200, ge=1)
-    """Anchor tasks pushed at most: the passages with the most distinct anchors first."""
+    """Tasks pushed at most per project: anchors, the passages with the most distinct anchors
+    first; linguistic, the lowest confidence first; evaluation, every completion up to this."""
     batch_size: int = Field(default=50, ge=1)
     """Tasks per import request (SQLite reports "database is locked" under large imports)."""
     linguistic: LinguisticReviewParams = LinguisticReviewParams()
@@ -272,6 +366,8 @@ class Params(_Section):
     generic_labels: GenericLabelParams = GenericLabelParams()
     dataset: DatasetParams = DatasetParams()
     finetune: FinetuneParams = FinetuneParams()
+    retain_blocks: RetainBlockParams = RetainBlockParams()
+    evaluate: EvaluateParams = EvaluateParams()
     review: ReviewParams = ReviewParams()
 
     @model_validator(mode="after")

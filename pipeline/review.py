@@ -6,8 +6,18 @@ Three review projects (``labels/<project>/config.xml``, Label Studio title ``whp
   spans, add missed terms, reject false ones (label ``not an anchor``) and edit the generic
   translations. Pulled into ``labels/anchors/corrections.jsonl`` (format ``corrections_v1``,
   :mod:`pipeline.corrections`), which the ``dictionary`` stage applies.
-* ``linguistic`` and ``evaluation``: configurations only; their task builders and normalisers
-  come with the stages that produce their data.
+* ``linguistic``: groups of uncertain generic labels (confidence at ``dataset.alpha`` below
+  ``review.linguistic.threshold``), with the translated context and the generic continuation;
+  reviewers judge ``correct``/``incorrect``/``unsure`` and may type a fix. Pulled into
+  ``labels/linguistic/decisions.jsonl``, which the ``dataset`` stage applies (tasks, format and
+  effect: :mod:`pipeline.linguistic`).
+* ``evaluation``: the evaluate stage's completions (all models but the reinforced one, the same
+  probes for each) with their automatic 0-3 familiarity grade; reviewers confirm or correct it.
+  Pulled into ``labels/evaluation/grades.jsonl``; pull and status also report the human-graded
+  familiarity per model and its agreement with the automatic grade.
+
+The two one-verdict projects (normalisers, grades file, familiarity) live in
+:mod:`pipeline.review_verdicts`; push, pull, status and the export checks below are shared.
 
 Files under ``labels/<project>/`` (tracked in git):
 
@@ -18,9 +28,11 @@ Files under ``labels/<project>/`` (tracked in git):
   annotations were made on;
 * ``snapshots/<UTC time>.json``: each pulled export, byte for byte as the server sent it (task
   data, annotations, user ids: no credentials);
-* ``corrections.jsonl`` (anchors): the normalised decisions.
+* the normalised file: ``corrections.jsonl`` (anchors), ``decisions.jsonl`` (linguistic),
+  ``grades.jsonl`` (evaluation).
 
-Push is idempotent by the stable key ``data.key`` (the passage id): a new key is imported (in
+Push is idempotent by the stable key ``data.key`` (anchors: the passage id; linguistic:
+``<block_id>:<first position>``; evaluation: ``<model>:<probe_id>``): a new key is imported (in
 batches), an unchanged one (same ``data_sha256``) is skipped, a changed one is updated in place
 (data and pre-annotation; ``data`` holds the dictionary version, so a new dictionary updates
 every task). Label Studio pre-labels only with the predictions of the project's model version,
@@ -29,13 +41,17 @@ so push sets it to the dictionary version. Tasks no longer selected stay on the 
 
 Each annotation is compared with the pre-annotation its reviewer saw: Label Studio stores it
 with the annotation (``prediction``), and its ``model_version`` selects the version in
-``tasks.jsonl`` (the current one, or one kept in ``earlier``).
+``tasks.jsonl`` (the current one, or one kept in ``earlier``). Tasks without pre-annotation
+(linguistic, evaluation) carry no version: their annotations are read against the task's
+current data, so a task updated by push after it was annotated is judged as if the reviewer had
+seen the new data (a linguistic decision records the targets of that data; the ``dataset``
+stage skips it when the labels change later).
 
 Pull validates the whole export before writing anything: every span's ``text`` must equal
 ``data.text[start:end]`` (the server does not check offsets), every key must be in
 ``tasks.jsonl`` with the same data, every label must be in the configuration. Any problem is one
 :class:`ReviewError` listing task key, annotation id and problem, and ``labels/`` is untouched.
-The corrections file is then rewritten: records without a snapshot as ``source`` (written by
+The normalised file is then rewritten: records without a snapshot as ``source`` (written by
 hand) are kept first, as they were; a pulled record that an earlier pull already wrote keeps
 that pull's ``source``, so a pull changes only the lines whose decisions changed.
 
@@ -139,13 +155,20 @@ class ReviewProject:
     ``build_tasks(root, *, max_tasks)`` returns task records (``{"data": {"key", ...}, "predictions": [...],
     ...}``; keys other than ``data`` and ``predictions`` stay in ``tasks.jsonl``);
     ``normalise(export, tasks, source=, users=)`` returns a :class:`Review`; ``output`` is the
-    normalised file written by :func:`pull` (inside ``labels/<name>/``).
+    normalised file written by :func:`pull` (inside ``labels/<name>/``); ``load_records(path)``
+    reads it back as plain records (a malformed file is an error), ``record_problems(record)``
+    checks one record, ``task_field`` names the record field holding the task key, and
+    ``report(records)`` (optional) adds figures computed over the whole file to the summary.
     """
 
     name: str
     build_tasks: Callable[..., list[dict[str, Any]]]
     normalise: Callable[..., "Review"] | None = None
     output: str | None = None
+    load_records: Callable[[Path], list[dict[str, Any]]] | None = None
+    record_problems: Callable[[Mapping[str, Any]], list[str]] | None = None
+    task_field: str = "task"
+    report: Callable[[Sequence[Mapping[str, Any]]], dict[str, Any]] | None = None
 
     @property
     def title(self) -> str:
@@ -156,12 +179,6 @@ class ReviewProject:
 
     def config_path(self, root: Path | str) -> Path:
         return self.folder(root) / CONFIG_FILE
-
-
-def _no_data_yet(project: str, stage: str, issue: str) -> Callable[..., list[dict[str, Any]]]:
-    def build(root: Path, *, max_tasks: int = MAX_TASKS) -> list[dict[str, Any]]:
-        raise ReviewError(f"review project {project!r}: no data yet: run the {stage} stage (issue: {issue})")
-    return build
 
 
 # --------------------------------------------------------------------------------------------
@@ -641,14 +658,17 @@ class Review:
     reviewers: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     task_keys: set[str] = field(default_factory=set)
+    decision_field: str = "action"
+    """The record field counted in the summary's ``decisions`` (``verdict``, ``grade`` elsewhere)."""
 
     def summary(self) -> dict[str, Any]:
+        anchors = self.decision_field == "action"
         return {
             "tasks": self.tasks, "annotated": self.annotated, "annotations": self.annotations,
             "cancelled": self.cancelled, "reviewers": self.reviewers,
-            "decisions": dict(Counter(r["action"] for r in self.records)),
+            "decisions": dict(Counter(str(r[self.decision_field]) for r in self.records)),
             "conflicts": [c.as_dict() for c in self.conflicts], "agreement": self.agreement,
-            "disagreements": disagreements(self.records),
+            "disagreements": disagreements(self.records) if anchors else [],
         }
 
 
@@ -779,24 +799,43 @@ def agreement(decisions: Mapping[str, Mapping[str, Mapping[str, Decision]]]) -> 
         "percent_agreement", "kappa"}``: agreement is a fraction (0-1), ``None`` when no task has
         two reviewers; ``kappa`` is the mean over the pairs where it is defined.
     """
-    reviewers = sorted({r for by_reviewer in decisions.values() for r in by_reviewer})
-    pairs, agreed, total = [], 0, 0
-    for a, b in combinations(reviewers, 2):
-        items = []
+    def items(a: str, b: str) -> list[tuple[Any, Any]]:
+        found = []
         for by_reviewer in decisions.values():
             if a in by_reviewer and b in by_reviewer:
                 for anchor in sorted(set(by_reviewer[a]) | set(by_reviewer[b])):
-                    items.append(tuple(by_reviewer[r][anchor].entry if anchor in by_reviewer[r] else _NONE
+                    found.append(tuple(by_reviewer[r][anchor].entry if anchor in by_reviewer[r] else _NONE
                                        for r in (a, b)))
-        if not items:
+        return found
+
+    return pooled_agreement(sorted({r for by_reviewer in decisions.values() for r in by_reviewer}), items)
+
+
+def pooled_agreement(reviewers: Sequence[str], items: Callable[[str, str], list[tuple[Any, Any]]]) -> dict[str, Any]:
+    """Percent agreement pooled over reviewer pairs and Cohen's kappa averaged over the pairs
+    (shape of :func:`agreement`); ``items(a, b)`` gives the pair's ``(value_a, value_b)`` items."""
+    pairs, agreed, total = [], 0, 0
+    for a, b in combinations(reviewers, 2):
+        found = items(a, b)
+        if not found:
             continue
-        same = sum(x == y for x, y in items)
-        agreed, total = agreed + same, total + len(items)
-        pairs.append({"reviewers": [a, b], "items": len(items), "agreement": same / len(items),
-                      "kappa": cohen_kappa(items)})
+        same = sum(x == y for x, y in found)
+        agreed, total = agreed + same, total + len(found)
+        pairs.append({"reviewers": [a, b], "items": len(found), "agreement": same / len(found),
+                      "kappa": cohen_kappa(found)})
     kappas = [p["kappa"] for p in pairs if p["kappa"] is not None]
     return {"pairs": pairs, "items": total, "percent_agreement": agreed / total if total else None,
             "kappa": sum(kappas) / len(kappas) if kappas else None}
+
+
+def latest_annotations(annotations: Sequence[Annotation]) -> dict[str, dict[str, Annotation]]:
+    """task -> reviewer -> their latest annotation of the task (a reviewer's vote)."""
+    latest: dict[str, dict[str, Annotation]] = defaultdict(dict)
+    for annotation in annotations:
+        mine = latest[annotation.task].get(annotation.reviewer)
+        if mine is None or (annotation.moment, str(annotation.id)) > (mine.moment, str(mine.id)):
+            latest[annotation.task][annotation.reviewer] = annotation
+    return latest
 
 
 def _order(record: Mapping[str, Any]) -> tuple:
@@ -818,11 +857,7 @@ def normalise_anchor_export(
     must not be written (:func:`pull` refuses).
     """
     parsed = read_export(export, tasks, users=users, parse_result=anchor_regions)
-    latest: dict[str, dict[str, Annotation]] = defaultdict(dict)
-    for annotation in parsed.annotations:  # a reviewer's latest annotation of a task is their vote
-        mine = latest[annotation.task].get(annotation.reviewer)
-        if mine is None or (annotation.moment, str(annotation.id)) > (mine.moment, str(mine.id)):
-            latest[annotation.task][annotation.reviewer] = annotation
+    latest = latest_annotations(parsed.annotations)
     decisions: dict[str, dict[str, dict[str, Decision]]] = {}
     review = Review(tasks=len(parsed.tasks), annotated=parsed.annotated, annotations=len(parsed.annotations),
                     cancelled=parsed.cancelled, problems=parsed.problems, task_keys=set(parsed.tasks))
@@ -841,11 +876,29 @@ def normalise_anchor_export(
 # The registry
 
 
+def _load_corrections(path: Path) -> list[dict[str, Any]]:
+    return [c.as_record() for c in load_corrections(path)]
+
+
+def _verdicts(name: str) -> Callable[..., Any]:
+    """A function of :mod:`pipeline.review_verdicts`, imported when called (it imports this module)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from pipeline import review_verdicts
+
+        return getattr(review_verdicts, name)(*args, **kwargs)
+    call.__name__ = name
+    return call
+
+
 PROJECTS: dict[str, ReviewProject] = {
     project.name: project for project in (
-        ReviewProject("anchors", build_anchor_tasks, normalise_anchor_export, "corrections.jsonl"),
-        ReviewProject("linguistic", _no_data_yet("linguistic", "generic_labels", "generic labels")),
-        ReviewProject("evaluation", _no_data_yet("evaluation", "evaluation", "evaluation")),
+        ReviewProject("anchors", build_anchor_tasks, normalise_anchor_export, "corrections.jsonl",
+                      _load_corrections, record_problems, "task"),
+        ReviewProject("linguistic", _verdicts("build_linguistic_tasks"), _verdicts("normalise_linguistic_export"),
+                      "decisions.jsonl", _verdicts("load_decision_records"), _verdicts("decision_problems"), "key"),
+        ReviewProject("evaluation", _verdicts("build_evaluation_tasks"), _verdicts("normalise_evaluation_export"),
+                      "grades.jsonl", _verdicts("load_grade_records"), _verdicts("grade_problems"), "key",
+                      _verdicts("familiarity_report")),
     )
 }
 
@@ -1136,9 +1189,6 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
         ``records`` (lines written, hand-written ones included).
     """
     spec = review_project(project)
-    if spec.normalise is None or spec.output is None:
-        raise ReviewError(f"review project {spec.name!r}: pulling is not implemented yet (its task builder and "
-                          "normaliser come with the stage that produces its data)")
     root = Path(root)
     folder = spec.folder(root)
     tracked = read_tasks(folder / TASKS_FILE)
@@ -1149,9 +1199,10 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
     if review.problems:
         raise _problems_error(spec, review.problems, "pull")
     output = folder / spec.output
-    previous = [c.as_record() for c in load_corrections(output)]
-    lost = sorted({r["task"] for r in previous if _SNAPSHOT_NAME.match(str(r.get("source") or ""))
-                   and r.get("task") and r["task"] not in review.task_keys})
+    previous = spec.load_records(output)
+    task = spec.task_field
+    lost = sorted({r[task] for r in previous if _SNAPSHOT_NAME.match(str(r.get("source") or ""))
+                   and r.get(task) and r[task] not in review.task_keys})
     if lost:
         raise ReviewError(f"pull {spec.title}: {output.relative_to(root)} holds pulled decisions on {len(lost)} task(s) "
                           f"that are not on {_base_url(client)} ({', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''}): "
@@ -1159,7 +1210,7 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
                           "lines by hand; nothing was written")
     records = merge_corrections(previous, review.records)
     for number, record in enumerate(records, start=1):
-        if problems := record_problems(record):  # a bug here, never the reviewers' fault
+        if problems := spec.record_problems(record):  # a bug here, never the reviewers' fault
             raise ReviewError(f"pull {spec.title}: record {number} would be invalid ({'; '.join(problems)}): {record}")
     try:
         text = raw.decode("utf-8")
@@ -1170,6 +1221,8 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
     summary = review.summary()
     summary.update(snapshot=str((snapshots / name).relative_to(root)), output=str(output.relative_to(root)),
                    records=len(records))
+    if spec.report is not None:
+        summary.update(spec.report(records))
     return summary
 
 
@@ -1193,4 +1246,6 @@ def status(project: str, root: Path | str, client: Any) -> dict[str, Any]:
                         cancelled=parsed.cancelled, problems=parsed.problems,
                         reviewers=sorted({a.reviewer for a in parsed.annotations}))
     summary = {"project": spec.title, "tracked": len(tracked), **review.summary(), "problems": review.problems}
+    if spec.report is not None:
+        summary.update(spec.report(review.records))
     return summary

@@ -33,8 +33,10 @@ def contracts() -> dict[str, Contract]:
     from schemas.labels import GENERIC_LABELS
     from schemas.corpus import DOCUMENTS, PASSAGES
     from schemas.rejects import rejects_contract
+    from schemas.evaluation import COMPLETIONS
+    from schemas.retain import RETAIN_BLOCKS
 
-    found = {c.name: c for c in (DOCUMENTS, PASSAGES, ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY, BLOCKS, GENERIC_LABELS, TRAINING)}
+    found = {c.name: c for c in (DOCUMENTS, PASSAGES, ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY, BLOCKS, GENERIC_LABELS, TRAINING, RETAIN_BLOCKS, *COMPLETIONS.values())}
     for contract in list(found.values()):
         found[contract.rejects_name] = rejects_contract(contract)
     return found

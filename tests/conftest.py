@@ -139,6 +139,7 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     (root / "corpora" / "forget").mkdir(parents=True)
     (root / "corpora" / "retain").mkdir(parents=True)
+    shutil.copytree(REPO / "corpora" / "probes", root / "corpora" / "probes")
     (root / "corpora" / "forget" / "lantern.txt").write_text(SMALL_FORGET, encoding="utf-8")
     (root / "corpora" / "retain" / "fortune.md").write_text(SMALL_RETAIN, encoding="utf-8")
     (root / "params.yaml").write_text(
@@ -153,7 +154,10 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "blocks:\n  block_size: 32\n  min_block_tokens: 8\n"
         "reinforce:\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
         "generic_labels:\n  top_k: 4\n"
-        "dataset:\n  alpha: 5.0\n",
+        "dataset:\n  alpha: 5.0\n"
+        "retain_blocks:\n  max_train_blocks: 4\n  max_heldout_blocks: 4\n"
+        "finetune:\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
+        "evaluate:\n  max_new_tokens: 4\n  max_forget_blocks: 4\n  max_retain_blocks: 4\n",
         encoding="utf-8",
     )
     run(["git", "init", "-q"], root)

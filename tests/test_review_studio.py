@@ -16,11 +16,14 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.corrections import load_corrections
+from pipeline.linguistic import load_decisions
 from pipeline.review import PROJECTS, ReviewError, find_project, pull, push, read_tasks, status
 from pipeline.store import read_manifest, write_dataset
 from schemas.anchors import DICTIONARY
 from schemas.corpus import PASSAGES
+from tests.conftest import TINY_TEXT, train_tiny_tokenizer
 from tests.studio import studio_server  # noqa: F401
+from tests.test_dataset import A, B, write_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -145,6 +148,32 @@ def test_push_annotate_pull(root, client):
     assert {c.reviewer for c in corrections} == {admin}
 
 
+def test_linguistic_push_annotate_pull(root, client):
+    """Uncertain generic labels -> tasks on the server (twice: no duplicates) -> a reviewer's
+    verdicts through the API -> pull -> decisions the dataset stage can apply."""
+    write_inputs(root, confidence={A: [0.9, 0.1, 0.2, 0.9, 0.9, 0.9], B: [0.9, 0.9, 0.9, 0.9, 0.9, 0.3]})
+    train_tiny_tokenizer(root / "models" / "baseline", TINY_TEXT * 5)
+    assert push("linguistic", root, client)["created"] == 2
+    assert push("linguistic", root, client)["unchanged"] == 2
+    pid = find_project(client, "whp-linguistic")
+    tasks = {t.data["key"]: t for t in client.tasks.list(project=pid, fields="task_only")}
+    assert set(tasks) == {f"{A}:1", f"{B}:5"} and tasks[f"{A}:1"].data["positions"] == [1, 2]
+    client.annotations.create(id=tasks[f"{A}:1"].id, result=[
+        {"from_name": "verdict", "to_name": "continuation", "type": "choices", "value": {"choices": ["incorrect"]}},
+        {"from_name": "fix", "to_name": "continuation", "type": "textarea", "value": {"text": ["river"]}}])
+    client.annotations.create(id=tasks[f"{B}:5"].id, result=[
+        {"from_name": "verdict", "to_name": "continuation", "type": "choices", "value": {"choices": ["correct"]}}])
+
+    summary = pull("linguistic", root, client)
+    assert summary["decisions"] == {"incorrect": 1, "correct": 1} and summary["conflicts"] == []
+    decisions = {d.key: d for d in load_decisions(root / summary["output"])}
+    fixed = decisions[f"{A}:1"]
+    assert (fixed.verdict, fixed.positions, fixed.targets, fixed.alpha) == ("incorrect", [1, 2], [6, 7], 5.0)
+    assert fixed.fix.strip() == "river" and fixed.source == Path(summary["snapshot"]).name
+    assert decisions[f"{B}:5"].verdict == "correct"
+    assert status("linguistic", root, client)["problems"] == []
+
+
 def test_pushing_twice_creates_no_duplicates_and_a_changed_task_is_updated(root, client):
     push("anchors", root, client)
     ids = {key: task.id for key, task in server_tasks(client).items()}
@@ -225,7 +254,7 @@ def test_cli_push_and_status(root, studio_server, client, monkeypatch):  # noqa:
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["tasks"] == 3
     later = runner.invoke(app, ["review", "pull", "linguistic", "-C", str(root)])
-    assert later.exit_code == 1 and "not implemented yet" in later.output
+    assert later.exit_code == 1 and "no project 'whp-linguistic'" in later.output
 
 
 def free_port() -> int:

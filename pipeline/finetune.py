@@ -1,0 +1,329 @@
+"""Stage ``finetune``: the baseline fine-tuned on the generic targets -> ``models/unlearned``.
+
+ALGORITHM.md step 8. The training rows come from the dataset version that ``finetune.dataset``
+pins, read through :func:`pipeline.versions.read_pinned`: a version that does not exist is a
+:class:`~pipeline.versions.VersionNotFoundError` listing the known ones, and bytes that do not
+hash to that version's manifest are a :class:`~pipeline.versions.DatasetIntegrityError`;
+nothing is trained then. With the default pin ``workspace`` that is this checkout's
+``data/dataset`` (the ``dvc.yaml`` dependency); with a tag (``v1``) the rows are read from the
+DVC cache or remote at that tag and the workspace ``data/dataset`` is *not* what is trained on
+(it stays a declared dependency for the workspace default; a tag never moves, and changing the
+pin changes the ``finetune`` params, so DVC reruns the stage either way).
+
+Objective (:class:`pipeline.losses.UnlearningLoss`), per forget micro-batch:
+
+* the generic-target term on every position with ``loss_mask`` 1: ``finetune.label_type``
+  ``soft`` (default: KL from the stored top-k generic distribution, renormalised, to the model;
+  WHP+ found soft targets fabricate less, and the reference run here lost less retain
+  perplexity with them: 45.8 vs 67.3), ``hard`` (cross-entropy to the generic argmax, the
+  paper) or ``mixed`` (``hard + soft_weight * soft``);
+* the retain term on retain-corpus blocks (``data/retain_blocks``, split ``train``):
+  ``retain.kind`` ``kl`` (default: KL(baseline || model) over the full vocabulary, with a
+  frozen copy of the baseline), ``lm`` (next-token cross-entropy) or ``none``, times
+  ``retain.weight``. It enters as its mean per retain position times the micro-batch's forget
+  positions, so a step's logged loss is ``mean forget loss + weight * mean retain loss``.
+
+Position convention: ``labels[i]`` / ``top_ids[i]`` are the targets of the prediction made
+*at* position ``i`` (the token after ``i``), taken from the models' outputs at ``i``; they line
+up with the logits at ``i`` without a shift (see :mod:`pipeline.losses`).
+
+Retain pairing: forget block ``i`` (of ``N``) is always paired with retain block
+``floor(i * R / N)`` of the ``R`` retain blocks used (``retain.max_blocks`` of them at most,
+evenly spread over the ``train`` split in ``(doc_id, index)`` order), so every retain block
+is used when ``R <= N`` and ``N`` evenly spaced ones otherwise. The pairing depends on the
+block index only, never on the step, so a resumed run sees exactly the same micro-batches.
+
+Outputs: ``models/unlearned`` (Hugging Face folder: float32 weights, the baseline's tokenizer
+files copied as they are, ``README.md`` model card with the dataset version and content hash,
+params and training figures, and ``whp_model.json`` provenance), written to a temporary folder
+and renamed when complete; ``plots/finetune_loss.csv`` (one row per optimiser step; the
+logged loss is the combined objective above; ``tokens`` and ``tokens_per_s`` count forget
+tokens, the retain blocks are processed in addition). Checkpoints go to
+``models/.finetune-checkpoints``; a killed run resumes there (same dataset hash, baseline
+weights, loss params and settings) and they are removed after success.
+
+Run: ``python -m pipeline.finetune`` (``dvc repro finetune``). Several GPUs:
+``accelerate launch --num_processes N -m pipeline.finetune`` (``finetune.batch_size`` must be
+a multiple of ``N * micro_batch_size``; see :mod:`pipeline.training`). On a GPU the passes run
+under bf16 autocast, on a CPU in float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from pipeline.baseline_model import OUTPUT as BASELINE
+from pipeline.baseline_model import PROVENANCE
+from pipeline.cli_support import run_stage
+from pipeline.errors import DatasetValidationError
+from pipeline.losses import UnlearningLoss
+from pipeline.models import load_model, load_tokenizer, pick_device
+from pipeline.params import Params, section_dict
+from pipeline.reinforce import weights_hash
+from pipeline.store import publish_folder, read_dataset
+from pipeline.training import BlockBatches, TrainSettings, train
+from pipeline.versions import read_manifest_at, read_pinned, resolve
+
+STAGE = "finetune"
+PARAMS = ("finetune",)
+OUTPUT = Path("models/unlearned")
+CHECKPOINTS = Path("models/.finetune-checkpoints")
+LOSS_LOG = Path("plots/finetune_loss.csv")
+CARD = "README.md"
+RETAIN_DATASET = "retain_blocks"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "tokenizer.model", "chat_template.jinja",
+)
+_FORGET_COLUMNS = {
+    "hard": ["block_id", "input_ids", "labels", "loss_mask"],
+    "soft": ["block_id", "input_ids", "loss_mask", "top_ids", "top_probs"],
+    "mixed": ["block_id", "input_ids", "labels", "loss_mask", "top_ids", "top_probs"],
+}
+
+
+def retain_partner(index: int, *, n_forget: int, n_retain: int) -> int:
+    """The retain block paired with forget block ``index``: ``floor(index * n_retain / n_forget)``."""
+    return index * n_retain // n_forget
+
+
+def spread(n: int, limit: int | None) -> list[int]:
+    """``min(n, limit)`` evenly spaced indices of ``range(n)`` (all when ``limit`` is None)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return [k * n // limit for k in range(limit)]
+
+
+class RetainPairedBatches:
+    """Forget micro-batches (a :class:`~pipeline.training.BlockBatches`) with their paired
+    retain blocks added as ``retain_input_ids`` / ``retain_attention_mask`` ``[b, t']``
+    (right-padded; one retain block per forget block, :func:`retain_partner`)."""
+
+    def __init__(self, forget: BlockBatches, retain_ids: Sequence[Sequence[int]], *, pad_id: int = 0) -> None:
+        if not len(retain_ids):
+            raise ValueError("no retain blocks to pair with")
+        self.forget = forget
+        self.retain = BlockBatches(retain_ids, pad_id=pad_id)
+
+    def __len__(self) -> int:
+        return len(self.forget)
+
+    def __call__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        batch = self.forget(indices)
+        partners = [retain_partner(i, n_forget=len(self.forget), n_retain=len(self.retain)) for i in indices]
+        retain = self.retain(partners)
+        batch["retain_input_ids"] = retain["input_ids"]
+        batch["retain_attention_mask"] = retain["attention_mask"]
+        return batch
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{self.forget.fingerprint}:{self.retain.fingerprint}".encode()).hexdigest()
+
+
+def forget_batches(frame: pd.DataFrame, *, label_type: str, pad_id: int) -> BlockBatches:
+    """Micro-batches of the training rows with the fields ``label_type`` needs."""
+    fields = {name: frame[name].tolist() for name in ("labels", "top_ids", "top_probs") if name in _FORGET_COLUMNS[label_type]}
+    return BlockBatches(frame["input_ids"].tolist(), loss_mask=frame["loss_mask"].tolist(), per_position=fields,
+                        pad_id=pad_id)
+
+
+def read_retain_blocks(root: Path, *, max_blocks: int | None) -> pd.DataFrame:
+    """The ``train`` split of ``retain_blocks`` in ``(doc_id, index)`` order, at most
+    ``max_blocks`` of them evenly spread; an error when none is left."""
+    frame = read_dataset(RETAIN_DATASET, root, columns=["block_id", "doc_id", "index", "input_ids", "split"])
+    frame = frame[frame["split"] == "train"].sort_values(["doc_id", "index"], kind="stable").reset_index(drop=True)
+    if frame.empty:
+        raise DatasetValidationError(
+            f"dataset {RETAIN_DATASET!r} has no 'train' blocks for the retain term: add retain corpora "
+            "(corpus.retain), raise retain_blocks.max_train_blocks, or set finetune.retain.kind: none"
+        )
+    return frame.iloc[spread(len(frame), max_blocks)].reset_index(drop=True)
+
+
+def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | None = None) -> dict:
+    """Fine-tune the baseline on the pinned dataset and write ``models/unlearned``.
+
+    Args:
+        params: the validated params (reads ``finetune`` only).
+        root: the project root.
+        max_steps_this_run: stop after this many optimiser steps, leaving a checkpoint and no
+            model (tests of resume; the next call continues).
+
+    Returns:
+        A summary: steps, final loss, tokens/s, device, the step resumed from, and the dataset hash.
+    """
+    section = params.finetune
+    settings = TrainSettings.from_section(section)
+    # Reads and hash-checks the pinned version first: a missing pin or tampered bytes stop here.
+    frame = read_pinned(params, root=root, columns=_FORGET_COLUMNS[section.label_type])
+    if frame.empty:
+        raise DatasetValidationError(f"dataset version {section.dataset!r} has no blocks: nothing to fine-tune on")
+    manifest = read_manifest_at(section.dataset, root=root)
+    revision = resolve(section.dataset, root=root)
+
+    baseline = root / BASELINE
+    tokenizer = load_tokenizer(baseline)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = forget_batches(frame, label_type=section.label_type, pad_id=pad_id)
+    retain = section.retain
+    uses_retain = retain.kind != "none" and retain.weight > 0
+    retain_frame = read_retain_blocks(root, max_blocks=retain.max_blocks) if uses_retain else None
+    if retain_frame is not None:
+        batches = RetainPairedBatches(batches, retain_frame["input_ids"].tolist(), pad_id=pad_id)
+
+    device = pick_device()
+    # Loaded on the CPU: train() moves it to its device (each process's own under accelerate),
+    # and the loss moves the reference copy to the same device on first use.
+    model = load_model(baseline, dtype="float32", device="cpu")
+    base_weights = weights_hash(baseline)
+    reference = copy.deepcopy(model) if uses_retain and retain.kind == "kl" else None
+    loss_fn = UnlearningLoss(
+        label_type=section.label_type, soft_weight=section.soft_weight,
+        retain_kind=retain.kind if uses_retain else "none", retain_weight=retain.weight if uses_retain else 0.0,
+        reference=reference,
+    )
+    objective = {
+        "label_type": section.label_type, "soft_weight": section.soft_weight,
+        "retain": retain.model_dump(mode="json") if uses_retain else {"kind": "none"},
+    }
+    resume_key = hashlib.sha256(json.dumps({
+        "dataset_sha256": manifest["content_sha256"], "baseline_sha256": base_weights, "objective": objective,
+    }, sort_keys=True).encode()).hexdigest()
+
+    output = root / OUTPUT
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # A fixed name, not mkdtemp: under `accelerate launch` every process must agree on it.
+    tmp = output.with_name(f".{output.name}.tmp")
+    try:
+        result = train(
+            model, batches, loss_fn=loss_fn, settings=settings, output_dir=tmp, checkpoint_dir=root / CHECKPOINTS,
+            device=device, log_path=root / LOSS_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
+        )
+        summary = {
+            "steps": result.steps, "final_loss": f"{result.final_loss:.4f}",
+            "tokens_per_s": f"{result.tokens_per_s:.0f}", "device": result.device,
+            "resumed_from": result.resumed_from, "dataset_sha256": manifest["content_sha256"][:12],
+        }
+        if not result.completed:
+            summary["completed"] = False
+            return summary
+        if not result.is_main_process:
+            return summary
+        for name in TOKENIZER_FILES:
+            if (baseline / name).is_file():
+                shutil.copyfile(baseline / name, tmp / name)
+        provenance = {
+            "base_model": BASELINE.as_posix(),
+            "base_source": _read_json(baseline / PROVENANCE).get("source"),
+            "base_weights_sha256": base_weights,
+            "dataset": {
+                "version": section.dataset, "commit": None if revision == "workspace" else revision,
+                "content_sha256": manifest["content_sha256"], "rows": manifest["rows"],
+            },
+            "params": section_dict(params, *PARAMS),
+            "objective": objective,
+            "blocks": len(frame),
+            "block_tokens": int(frame["input_ids"].map(len).sum()),
+            # loss_mask is int8 on disk: a Python sum of int8 scalars would overflow.
+            "trained_positions": int(sum(np.asarray(m, dtype=np.int64).sum() for m in frame["loss_mask"])),
+            "retain_blocks": None if retain_frame is None else len(retain_frame),
+            "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "device": result.device,
+            "world_size": result.world_size,
+            "precision": result.precision,
+            "dtype": "float32",
+            "tokens_per_s": result.tokens_per_s,
+            "train_seconds": result.seconds,
+            "resumed_from_step": result.resumed_from,
+            "loss_log": LOSS_LOG.as_posix(),
+        }
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD).write_text(model_card(provenance), encoding="utf-8")
+        publish_folder(tmp, output)
+    except BaseException:
+        # The checkpoints stay: the next run resumes from them.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
+    return summary
+
+
+def model_card(provenance: dict) -> str:
+    """The model card (``README.md``, Hugging Face layout: YAML front matter, then Markdown)."""
+    data, objective = provenance["dataset"], provenance["objective"]
+    retain = objective["retain"]
+    retain_text = (
+        "none" if retain["kind"] == "none"
+        else f"`{retain['kind']}` x {retain['weight']} on {provenance['retain_blocks']} retain blocks"
+    )
+    front = yaml.safe_dump({
+        "library_name": "transformers", "pipeline_tag": "text-generation",
+        "tags": ["unlearning", "whos-harry-potter", "generic-labels"],
+    }, sort_keys=False)
+    resumed = provenance["resumed_from_step"]
+    commit = f"`{data['commit']}`" if data["commit"] else "none: the workspace `data/dataset` of this checkout"
+    return "\n".join([
+        "---", front.rstrip(), "---", "",
+        "# Unlearned model",
+        "",
+        f"The baseline (`{provenance['base_model']}`, from {provenance['base_source'] or 'unknown source'}) fine-tuned "
+        "on generic targets of the forget corpus (Who's Harry Potter, Eldan & Russinovich 2023; "
+        "see ALGORITHM.md step 8), by the `finetune` stage of this project.",
+        "",
+        "## Training data",
+        "",
+        "| | |", "|---|---|",
+        f"| dataset version (`finetune.dataset`) | `{data['version']}` |",
+        f"| commit | {commit} |",
+        f"| content sha256 | `{data['content_sha256']}` |",
+        f"| blocks | {provenance['blocks']} ({provenance['block_tokens']} tokens, "
+        f"{provenance['trained_positions']} trained positions) |",
+        f"| baseline weights sha256 | `{provenance['base_weights_sha256']}` |",
+        "",
+        "## Objective",
+        "",
+        f"- generic targets: `{objective['label_type']}`"
+        + (f" (hard + {objective['soft_weight']} x soft)" if objective["label_type"] == "mixed" else ""),
+        f"- retain term: {retain_text}",
+        "",
+        "## Parameters",
+        "",
+        "```yaml", yaml.safe_dump(provenance["params"], sort_keys=False).rstrip(), "```",
+        "",
+        "## Training",
+        "",
+        "| | |", "|---|---|",
+        f"| optimiser steps | {provenance['steps']} |",
+        f"| final loss (nats/position) | {provenance['final_loss']:.4f} |",
+        f"| forget tokens/s | {provenance['tokens_per_s']:.0f} |",
+        f"| training time | {provenance['train_seconds']:.0f} s"
+        + (f" (this run, resumed from step {resumed})" if resumed else "") + " |",
+        f"| device | {provenance['device']} x {provenance['world_size']} ({provenance['precision']}) |",
+        "",
+        f"Loss curve: `{provenance['loss_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
+        "",
+    ])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+if __name__ == "__main__":
+    run_stage(STAGE, run)

@@ -1,0 +1,187 @@
+"""The dataset stage applying the linguistic review's decisions: dropped and fixed positions,
+stale and superseded decisions, errors naming file and line, provenance in manifest and card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import dataset
+from pipeline.linguistic import DecisionsError, apply_decisions, load_decisions
+from pipeline.params import parse_params
+from pipeline.store import read_dataset, read_manifest, write_dataset
+from schemas.anchors import DICTIONARY
+from schemas.blocks import BLOCKS
+from schemas.corpus import PASSAGES
+from schemas.dataset import IGNORE
+from schemas.labels import GENERIC_LABELS
+from tests.conftest import TINY_TEXT, train_tiny_tokenizer
+
+A, B = "forget:a.txt@0", "forget:a.txt@1"
+TARGETS = {A: [5, 6, 7, 8, 9, 10], B: [11, 12, 13, 14, 15, 16]}
+
+
+def decision(key_block: str, positions: list[int], verdict: str, *, created: str = "2026-11-27T10:00:00Z",
+             **fields) -> dict:
+    record = {"key": f"{key_block}:{positions[0]}", "block_id": key_block, "positions": positions,
+              "verdict": verdict, "reviewer": "ann", "created_at": created}
+    record.update(fields)
+    return record
+
+
+def write_decisions(path: Path, *records: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "block_id": [A, B],
+        "labels": [list(TARGETS[A]), list(TARGETS[B])],
+        "loss_mask": [[1] * 6, [1, 1, 1, 1, 1, 0]],
+        "top_ids": [[[t, 1, 2] for t in TARGETS[A]], [[t, 1, 2] for t in TARGETS[B]]],
+        "top_probs": [[[0.4, 0.3, 0.2]] * 6, [[0.4, 0.3, 0.2]] * 6],
+        "confidence": [[0.4] * 6, [0.4] * 6],
+    })
+
+
+def test_incorrect_positions_are_dropped_or_take_the_fix_as_a_one_hot_target(tmp_path):
+    path = write_decisions(
+        tmp_path / "decisions.jsonl",
+        decision(A, [1, 2], "incorrect"),
+        decision(A, [4, 5], "incorrect", fix=" mat", alpha=5.0, targets=[9, 10]),
+        decision(B, [0], "correct"),
+        decision(B, [1], "incorrect", targets=[99]),                       # stale: targets changed
+        decision(B, [2], "incorrect", alpha=2.5),                          # stale: another alpha
+        decision(B, [5], "incorrect"),                                     # stale: not trained on
+        decision(B, [3], "incorrect", created="2026-11-27T09:00:00Z"),
+        decision(B, [3], "unsure", created="2026-11-27T11:00:00Z"),        # supersedes the line above
+    )
+    loads = []
+
+    def encoder():
+        loads.append(1)
+        return lambda text: {" mat": [42, 7]}[text]
+
+    before = frame()
+    after, outcome = apply_decisions(before, load_decisions(path), targets=TARGETS, alpha=5.0, encode=encoder)
+    a = after.set_index("block_id").loc[A]
+    assert a["labels"] == [5, IGNORE, IGNORE, 8, 42, IGNORE]
+    assert a["loss_mask"] == [1, 0, 0, 1, 1, 0]
+    assert a["top_ids"][4] == [42, 9, 1] and a["top_probs"][4] == [1.0, 0.0, 0.0] and a["confidence"][4] == 1.0
+    assert a["top_ids"][3] == [8, 1, 2]  # untouched positions keep their soft targets
+    b = after.set_index("block_id").loc[B]
+    assert b["labels"] == TARGETS[B] and b["loss_mask"] == [1, 1, 1, 1, 1, 0]
+    assert (outcome.decisions, outcome.applied, outcome.incorrect, outcome.superseded) == (8, 4, 2, 1)
+    assert (outcome.dropped, outcome.fixed) == (3, 1) and loads == [1]
+    assert [s.split(": ", 1)[0] for s in outcome.stale] == [f"{path}:4", f"{path}:5", f"{path}:6"]
+    assert "the generic targets changed since the review ([99] then, [12] now)" in outcome.stale[0]
+    assert before["labels"][0] == TARGETS[A]  # the input frame is not modified
+
+
+def test_a_later_decision_on_an_overlapping_task_wins_position_by_position(tmp_path):
+    path = write_decisions(tmp_path / "d.jsonl",
+                           decision(A, [2, 3], "incorrect", fix=" mat", created="2026-11-27T12:00:00Z"),
+                           decision(A, [1, 2], "incorrect", created="2026-11-27T10:00:00Z"))
+    after, outcome = apply_decisions(frame(), load_decisions(path), targets=TARGETS, alpha=5.0,
+                                     encode=lambda: lambda text: [42])
+    assert after["labels"][0] == [5, IGNORE, 42, IGNORE, 9, 10] and (outcome.dropped, outcome.fixed) == (2, 1)
+
+
+def test_decisions_on_missing_blocks_or_positions_are_errors_naming_file_and_line(tmp_path):
+    path = write_decisions(tmp_path / "d.jsonl", decision(A, [1], "correct"),
+                           decision("forget:z.txt@9", [0], "correct"), decision(A, [3, 6], "incorrect"))
+    with pytest.raises(DecisionsError) as caught:
+        apply_decisions(frame(), load_decisions(path), targets=TARGETS, alpha=5.0)
+    message = str(caught.value)
+    assert f"{path}:2: block 'forget:z.txt@9' is not in the dataset" in message
+    assert f"{path}:3: position 6 is outside block '{A}' (6 positions)" in message
+    assert f"{path}:1" not in message
+
+
+# --- the stage on disk --------------------------------------------------------------------
+
+
+def write_inputs(root: Path, confidence: dict[str, list[float]] | None = None) -> None:
+    """Two 6-position forget blocks (identity alignment, all trained), their alpha-5 labels
+    (``TARGETS``; confidence 0.6 unless given), a passage and a one-entry dictionary."""
+    confidence = confidence or {A: [0.6] * 6, B: [0.6] * 6}
+    text = "The river was cold and grey. " * 4
+    blocks = []
+    for index, block in enumerate((A, B)):
+        blocks.append({
+            "block_id": block, "doc_id": "forget:a.txt", "index": index, "token_start": 6 * index,
+            "char_start": 20 * index, "char_end": 20 * index + 20, "input_ids": [3, 4, 5, 6, 7, 8], "world": 0,
+            "translated_text": text, "translated_ids": [3, 4, 5, 6, 7, 8], "alignment": [0, 1, 2, 3, 4, 5],
+            "loss_mask": [1] * 6, "drop_reasons": [""] * 6, "anchors": [], "used_positions": [],
+            "used_token_ids": [],
+        })
+    write_dataset(pd.DataFrame(blocks), BLOCKS, stage="blocks", root=root)
+    labels = pd.DataFrame({
+        "block_id": [A, B], "alpha": [5.0, 5.0], "target": [TARGETS[A], TARGETS[B]],
+        "top_ids": [[[t, 1] for t in TARGETS[A]], [[t, 1] for t in TARGETS[B]]],
+        "top_probs": [[[0.6, 0.4]] * 6] * 2, "confidence": [confidence[A], confidence[B]],
+    })
+    write_dataset(labels, GENERIC_LABELS, stage="generic_labels", root=root)
+    passages = pd.DataFrame([{"passage_id": "forget:a.txt#0", "doc_id": "forget:a.txt", "corpus": "forget", "index": 0,
+                              "char_start": 0, "char_end": len(text), "text": text,
+                              "sha256": hashlib.sha256(text.encode()).hexdigest()}])
+    write_dataset(passages, PASSAGES, stage="ingest", root=root)
+    write_dataset(pd.DataFrame({
+        "anchor": ["Holmes"], "kind": ["person"], "translations": [["Jon"]], "variants": [["Holmes"]], "rank": [1],
+        "score": [9.0], "forget_count": [3], "status": ["proposed"], "proposed_by": [["log_odds"]],
+        "proposer": ["offline"], "review": [[]],
+    }), DICTIONARY, stage="dictionary", root=root)
+
+
+def test_the_stage_applies_the_decisions_with_provenance(tmp_path):
+    root = tmp_path
+    write_inputs(root)
+    tokenizer = train_tiny_tokenizer(root / "models" / "baseline", TINY_TEXT * 5)
+    params = parse_params({"corpus": {"forget": ["corpora/forget"]}, "dataset": {"alpha": 5.0}})
+    empty = dataset.run(params, root=root)  # no decisions file: nothing changes
+    assert (empty["review_dropped"], empty["review_fixed"]) == (0, 0)
+    provenance = read_manifest("dataset", root)["params"]["linguistic_review"]
+    assert provenance["sha256"] == hashlib.sha256(b"").hexdigest() and provenance["applied"] == 0
+
+    path = write_decisions(root / dataset.DECISIONS, decision(A, [1, 2], "incorrect"),
+                           decision(B, [3, 4], "incorrect", fix=" river", targets=[14, 15]),
+                           decision(B, [0], "unsure"))
+    summary = dataset.run(params, root=root)
+    assert (summary["review_dropped"], summary["review_fixed"], summary["review_stale"]) == (3, 1, 0)
+    rows = read_dataset("dataset", root).set_index("block_id")
+    river = tokenizer.encode(" river", add_special_tokens=False)[0]
+    assert rows.loc[A, "labels"] == [5, IGNORE, IGNORE, 8, 9, 10] and rows.loc[A, "loss_mask"] == [1, 0, 0, 1, 1, 1]
+    assert rows.loc[B, "labels"] == [11, 12, 13, river, IGNORE, 16]
+    assert list(rows.loc[B, "top_ids"][3]) == [river, 14]
+    assert list(rows.loc[B, "top_probs"][3]) == pytest.approx([1.0, 0.0])
+    provenance = read_manifest("dataset", root)["params"]["linguistic_review"]
+    assert provenance["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (provenance["path"], provenance["dropped_positions"], provenance["fixed_positions"]) == (
+        "labels/linguistic/decisions.jsonl", 3, 1)
+    card = (root / dataset.CARD).read_text()
+    assert f"| linguistic review sha256 | `{provenance['sha256']}` |" in card
+    assert "| positions changed by the review: dropped / fixed | 3 / 1 |" in card
+
+    before = read_manifest("dataset", root)["content_sha256"]
+    write_decisions(root / dataset.DECISIONS, decision(A, [7], "incorrect"))
+    with pytest.raises(DecisionsError, match=r"labels/linguistic/decisions.jsonl:1: position 7 is outside block"):
+        dataset.run(params, root=root)
+    assert read_manifest("dataset", root)["content_sha256"] == before
+
+
+def test_the_card_counts_trained_positions_without_small_integer_overflow():
+    import numpy as np
+
+    n = 300  # more than an int8 holds: the stored loss masks are int8 arrays
+    frame = pd.DataFrame({
+        "block_id": ["b"], "doc_id": ["d"], "input_ids": [np.arange(n)], "labels": [np.arange(n)],
+        "loss_mask": [np.ones(n, dtype=np.int8)], "confidence": [np.full(n, 0.5)], "alpha": [5.0],
+        "dictionary_sha256": ["0" * 64], "corrections_sha256": ["0" * 64],
+    })
+    assert "| trained positions | 300 (100.0%) |" in dataset.card(frame, {"inputs": {"blocks": "f" * 64}})

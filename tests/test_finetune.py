@@ -1,0 +1,201 @@
+"""Stage ``finetune`` on the tiny random Llama, on CPU: the pinned version's checks, outputs,
+model card, resume, and the retain term."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import finetune, training
+from pipeline.errors import DatasetValidationError
+from pipeline.models import load_model, load_tokenizer
+from pipeline.params import parse_params
+from pipeline.store import dataset_dir, read_manifest, write_dataset
+from pipeline.versions import DatasetIntegrityError, VersionNotFoundError
+from schemas.dataset import IGNORE, TRAINING
+from schemas.retain import RETAIN_BLOCKS
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SETTINGS = {"learning_rate": 1e-2, "epochs": 2.0, "batch_size": 2, "micro_batch_size": 1,
+            "warmup_ratio": 0.0, "checkpoint_every": 2, "seed": 0}  # 4 blocks: 4 steps
+TOP_K = 3
+
+
+def _training_frame(n: int = 4, vocab: int = 250) -> pd.DataFrame:
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(n):
+        length = 12 if i % 3 == 2 else 16
+        ids = torch.randint(1, vocab, (length,), generator=generator).tolist()
+        mask = [0 if j % 5 == 0 else 1 for j in range(length)]
+        top_ids = torch.randint(1, vocab, (length, TOP_K), generator=generator).tolist()
+        top_probs = (torch.rand(length, TOP_K, generator=generator) / TOP_K).tolist()
+        rows.append({
+            "block_id": f"forget:book.txt@{i}", "doc_id": "forget:book.txt", "char_start": 64 * i,
+            "char_end": 64 * (i + 1), "passage_ids": [f"p{i}"], "input_ids": ids,
+            "labels": [t[0] if m else IGNORE for t, m in zip(top_ids, mask)], "loss_mask": mask,
+            "top_ids": top_ids, "top_probs": top_probs, "confidence": [max(p) for p in top_probs],
+            "alpha": 5.0, "world": 0, "dictionary_sha256": "a" * 64, "corrections_sha256": "b" * 64,
+        })
+    return pd.DataFrame(rows)
+
+
+def _retain_frame(vocab: int = 250) -> pd.DataFrame:
+    generator = torch.Generator().manual_seed(1)
+    rows = []
+    for doc in ("retain:novel.txt", "retain:other.txt"):
+        for index in range(3):
+            rows.append({
+                "block_id": f"{doc}@{index}", "doc_id": doc, "index": index, "token_start": 14 * index,
+                "char_start": 50 * index, "char_end": 50 * (index + 1),
+                "input_ids": torch.randint(1, vocab, (14,), generator=generator).tolist(),
+                "split": "heldout" if index == 2 else "train",
+            })
+    return pd.DataFrame(rows)
+
+
+def _project(root: Path, tiny_model_dir: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)  # versions resolve names through git
+    shutil.copytree(tiny_model_dir, root / "models" / "baseline")
+    (root / "models" / "baseline" / "whp_model.json").write_text('{"source": "folder tiny"}\n', encoding="utf-8")
+    write_dataset(_training_frame(), TRAINING, stage="dataset", root=root)
+    write_dataset(_retain_frame(), RETAIN_BLOCKS, stage="retain_blocks", root=root)
+    return root
+
+
+def _params(retain: dict | None = None, **changes):
+    finetune_section = SETTINGS | {"retain": {"kind": "kl", "weight": 1.0} | (retain or {})} | changes
+    return parse_params({"corpus": {"forget": ["unused.txt"]}, "finetune": finetune_section})
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_model(folder, dtype="float32", device="cpu").state_dict()
+
+
+def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def _log_without_speed(root: Path) -> list[dict[str, str]]:
+    with (root / finetune.LOSS_LOG).open(newline="", encoding="utf-8") as handle:
+        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in csv.DictReader(handle)]
+
+
+def test_a_run_writes_a_loadable_model_with_its_card(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    summary = finetune.run(_params(), root=root)
+    content_sha = read_manifest("dataset", root)["content_sha256"]
+    assert summary["steps"] == 4 and summary["device"] == "cpu" and summary["resumed_from"] == 0
+
+    output = root / "models" / "unlearned"
+    unlearned, baseline = load_model(output, device="cpu"), load_model(root / "models" / "baseline", device="cpu")
+    assert next(unlearned.parameters()).dtype == torch.float32
+    assert _max_gap(unlearned.state_dict(), baseline.state_dict()) > 1e-3
+    assert load_tokenizer(output).get_vocab() == load_tokenizer(root / "models" / "baseline").get_vocab()
+    assert (output / "tokenizer.json").read_bytes() == (root / "models" / "baseline" / "tokenizer.json").read_bytes()
+
+    card = (output / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert content_sha in card and "`workspace`" in card and "label_type: soft" in card
+    assert "optimiser steps | 4 |" in card and "retain term: `kl` x 1.0 on 4 retain blocks" in card
+    provenance = json.loads((output / "whp_model.json").read_text(encoding="utf-8"))
+    assert provenance["dataset"] == {"version": "workspace", "commit": None, "content_sha256": content_sha, "rows": 4}
+    assert provenance["params"] == {"finetune": _params().finetune.model_dump(mode="json")}
+    assert provenance["retain_block_ids"] == ["retain:novel.txt@0", "retain:novel.txt@1",
+                                             "retain:other.txt@0", "retain:other.txt@1"]
+    assert provenance["trained_positions"] == sum(map(sum, _training_frame()["loss_mask"]))
+    assert provenance["final_loss"] == pytest.approx(float(summary["final_loss"]), abs=1e-4)
+
+    with (root / finetune.LOSS_LOG).open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(training.LOG_COLUMNS) and [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert not (root / finetune.CHECKPOINTS).exists()
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "unlearned"]
+
+
+def test_a_missing_pinned_version_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    with pytest.raises(VersionNotFoundError, match="unknown dataset version 'v9'.*known versions: none yet"):
+        finetune.run(_params(dataset="v9"), root=root)
+    assert not (root / "models" / "unlearned").exists()
+
+
+def test_a_tampered_dataset_fails_the_hash_check(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    part = next(dataset_dir("dataset", root).glob("part-*.parquet"))
+    # Same schema, other targets: what a hand edit of the labels would give.
+    frame = _training_frame()
+    frame.loc[0, "labels"] = [IGNORE] * len(frame.loc[0, "labels"])
+    write_dataset(frame, TRAINING, stage="dataset", root=tmp_path / "other")
+    shutil.copyfile(next(dataset_dir("dataset", tmp_path / "other").glob("part-*.parquet")), part)
+    with pytest.raises(DatasetIntegrityError, match="manifest says"):
+        finetune.run(_params(), root=root)
+    assert not (root / "models" / "unlearned").exists() and not (root / finetune.LOSS_LOG).exists()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, tiny_model_dir: Path):
+    straight = _project(tmp_path / "straight", tiny_model_dir)
+    finetune.run(_params(), root=straight)
+
+    root = _project(tmp_path / "interrupted", tiny_model_dir)
+    summary = finetune.run(_params(), root=root, max_steps_this_run=2)
+    assert summary["completed"] is False and summary["steps"] == 2
+    assert not (root / "models" / "unlearned").exists()
+    assert [p.name for p in (root / finetune.CHECKPOINTS).iterdir()] == ["step-00000002.pt"]
+
+    summary = finetune.run(_params(), root=root)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 4
+    assert _max_gap(_weights(root / "models" / "unlearned"), _weights(straight / "models" / "unlearned")) <= 1e-6
+    assert _log_without_speed(root) == _log_without_speed(straight)
+    provenance = json.loads((root / "models" / "unlearned" / "whp_model.json").read_text(encoding="utf-8"))
+    assert provenance["resumed_from_step"] == 2
+
+
+def test_a_checkpoint_of_another_objective_is_not_resumed(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    finetune.run(_params(), root=root, max_steps_this_run=2)
+    summary = finetune.run(_params(label_type="hard"), root=root)
+    assert summary["resumed_from"] == 0 and summary["steps"] == 4
+
+
+def test_the_retain_term_changes_the_result(tmp_path: Path, tiny_model_dir: Path):
+    results = {}
+    for name, retain in (("off", {"weight": 0.0}), ("kl", {"weight": 5.0}), ("lm", {"kind": "lm", "weight": 5.0})):
+        root = _project(tmp_path / name, tiny_model_dir)
+        finetune.run(_params(retain), root=root)
+        results[name] = _weights(root / "models" / "unlearned")
+    assert _max_gap(results["off"], results["kl"]) > 1e-4
+    assert _max_gap(results["off"], results["lm"]) > 1e-4
+    assert _max_gap(results["kl"], results["lm"]) > 1e-4
+
+
+def test_kind_none_needs_no_retain_blocks_and_kl_needs_train_blocks(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    shutil.rmtree(dataset_dir("retain_blocks", root))
+    summary = finetune.run(_params({"kind": "none"}, label_type="mixed", epochs=0.5), root=root)
+    assert summary["steps"] == 1
+
+    write_dataset(_retain_frame().query("split == 'heldout'"), RETAIN_BLOCKS, stage="retain_blocks", root=root)
+    with pytest.raises(DatasetValidationError, match="no 'train' blocks"):
+        finetune.run(_params(), root=root)
+
+
+def test_retain_pairing_is_spread_and_fixed_by_index():
+    assert [finetune.retain_partner(i, n_forget=4, n_retain=2) for i in range(4)] == [0, 0, 1, 1]
+    assert [finetune.retain_partner(i, n_forget=3, n_retain=9) for i in range(3)] == [0, 3, 6]
+    assert finetune.spread(10, 3) == [0, 3, 6] and finetune.spread(3, None) == [0, 1, 2]
+    forget = training.BlockBatches([[1, 2, 3], [4, 5], [6]])
+    paired = finetune.RetainPairedBatches(forget, [[7, 8], [9, 10, 11]])
+    batch = paired([2, 0])
+    assert batch["retain_input_ids"].tolist() == [[9, 10, 11], [7, 8, 0]]
+    assert batch["retain_attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["input_ids"].tolist() == [[6, 0, 0], [1, 2, 3]]
