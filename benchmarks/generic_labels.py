@@ -21,7 +21,7 @@ import torch
 
 from pipeline.blocks import build_block
 from pipeline.generic_labels import _pad, label_batch
-from pipeline.anchor_match import AnchorMatcher
+from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.models import load_model, load_tokenizer, pick_device
 from pipeline.store import read_dataset
 

@@ -9,7 +9,7 @@ Signals (all recorded per candidate):
 
 Each candidate then passes the hygiene rules (see :func:`hygiene`): what fails goes to
 ``anchor_candidates_rejects`` with the reason. Counts, variants and example passages come from
-the same matcher the blocks stage uses (:class:`pipeline.anchor_match.AnchorMatcher`).
+the same matcher the blocks stage uses (:class:`pipeline.core.anchor_match.AnchorMatcher`).
 
 Run: ``python -m pipeline.anchor_candidates`` (``dvc repro anchor_candidates``).
 """
@@ -25,12 +25,12 @@ import pandas as pd
 from tqdm import tqdm
 from wordfreq import zipf_frequency
 
-from pipeline.anchor_match import AnchorMatcher
-from pipeline.anchor_mining import (
+from pipeline.core.anchor_match import AnchorMatcher
+from pipeline.core.anchor_mining import (
     PLACE_WORDS, TITLES, canonical, count_ngrams, heading_key, log_odds_z, lowercase_counts,
     name_words, prior_alpha, tokenize,
 )
-from pipeline.cli_support import run_stage
+from pipeline.stage import run_stage
 from pipeline.errors import CorpusError
 from pipeline.params import AnchorParams, Params, section_dict
 from pipeline.store import read_dataset, write_dataset, write_rejects

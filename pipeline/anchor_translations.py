@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.cli_support import run_stage
+from pipeline.stage import run_stage
 from pipeline.params import Params, section_dict
 from pipeline.store import read_dataset, write_dataset, write_rejects
-from pipeline.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, make_proposer, word_keys
+from pipeline.core.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, make_proposer, word_keys
 from schemas.anchors import ANCHOR_TRANSLATIONS
 
 STAGE = "anchor_translations"

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import torch
 
-from pipeline.cli_support import run_stage
+from pipeline.stage import run_stage
 from pipeline.errors import ModelSourceError
 from pipeline.models import load_model, load_source, resolve_source
+from pipeline.paths import BASELINE, PROVENANCE
 from pipeline.params import Params, section_dict
 from pipeline.store import publish_folder, sha256_file
 
 STAGE = "baseline_model"
 PARAMS = ("baseline",)
-OUTPUT = Path("models/baseline")
-PROVENANCE = "whp_model.json"
 _PROBE_TEXT = "It was a bright cold day in April, and the clocks were striking thirteen."
 
 
@@ -43,7 +42,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     source = resolve_source(settings.source, gguf_file=settings.gguf_file, revision=settings.revision)
     model, tokenizer = load_source(source, dtype=settings.dtype)
 
-    output = root / OUTPUT
+    output = root / BASELINE
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:

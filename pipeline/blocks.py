@@ -1,12 +1,12 @@
 """Stage ``blocks``: forget documents -> token blocks with their generic translation and alignment.
 
-ALGORITHM.md steps 1, 4 and 5. Each forget document is tokenized whole (no special tokens, no
+docs/algorithm.md steps 1, 4 and 5. Each forget document is tokenized whole (no special tokens, no
 BOS mid-document) with the baseline tokenizer and cut into non-overlapping blocks of
 ``blocks.block_size`` tokens. Per block, one seeded world (translation index) is chosen, every
-anchor occurrence is replaced by its translation in that world (:func:`pipeline.alignment.translate`),
+anchor occurrence is replaced by its translation in that world (:func:`pipeline.core.alignment.translate`),
 the translated text is tokenized, and every original position is aligned to the translation
-with the loss mask and both consistency rules' inputs (:func:`pipeline.alignment.align`,
-:func:`pipeline.alignment.used_translations`). An anchor cut by a block edge stays untranslated
+with the loss mask and both consistency rules' inputs (:func:`pipeline.core.alignment.align`,
+:func:`pipeline.core.alignment.used_translations`). An anchor cut by a block edge stays untranslated
 and its tokens leave the loss.
 
 Run: ``python -m pipeline.blocks`` (``dvc repro blocks``).
@@ -20,9 +20,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.alignment import align, choose_world, translate, used_translations
-from pipeline.anchor_match import AnchorMatcher, AnchorSpan
-from pipeline.cli_support import run_stage
+from pipeline.core.alignment import align, choose_world, translate, used_translations
+from pipeline.core.anchor_match import AnchorMatcher, AnchorSpan
+from pipeline.core.sampling import block_ranges
+from pipeline.paths import BASELINE
+from pipeline.stage import run_stage
 from pipeline.models import load_tokenizer
 from pipeline.params import Params, section_dict
 from pipeline.store import DatasetWriter, read_dataset, read_manifest, write_rejects
@@ -30,13 +32,7 @@ from schemas.blocks import BLOCKS
 
 STAGE = "blocks"
 PARAMS = ("blocks",)
-TOKENIZER = Path("models/baseline")
 _PART_ROWS = 256  # blocks per Parquet part: bounded memory on a large corpus
-
-
-def block_ranges(n_tokens: int, block_size: int) -> list[tuple[int, int]]:
-    """``[start, end)`` token ranges of consecutive non-overlapping blocks (the last may be short)."""
-    return [(start, min(start + block_size, n_tokens)) for start in range(0, n_tokens, block_size)]
 
 
 def spans_in(spans: list[AnchorSpan], start: int, end: int) -> tuple[list[AnchorSpan], list[tuple[int, int]]]:
@@ -85,7 +81,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     translations = dict(zip(dictionary["anchor"], dictionary["translations"]))
     worlds = len(next(iter(translations.values()))) if translations else 0
     matcher = AnchorMatcher(translations)
-    tokenizer = load_tokenizer(root / TOKENIZER)
+    tokenizer = load_tokenizer(root / BASELINE)
     used = section_dict(params, *PARAMS) | {
         "dictionary_sha256": read_manifest("dictionary", root)["content_sha256"],
         "tokenizer": tokenizer.name_or_path and Path(tokenizer.name_or_path).name,

@@ -4,7 +4,7 @@ One row per forget block: the original ids, the hard generic targets (``-100`` w
 position leaves the loss), the loss mask, the top-k soft targets, the confidence, and
 provenance (block -> document -> passages; the dictionary's and the reviewed corrections'
 hashes). The linguistic review's decisions (``labels/linguistic/decisions.jsonl``, rules in
-:mod:`pipeline.linguistic`) are applied last: an ``incorrect`` task's positions leave the loss,
+:mod:`pipeline.review.linguistic`) are applied last: an ``incorrect`` task's positions leave the loss,
 or take the reviewer's fix as a one-hot target; the file's sha256 and what it changed go to the
 manifest (``params.linguistic_review``) and the card. Parquet with Hugging Face ``datasets``
 features in its schema, so ``datasets.load_dataset("parquet", data_files="data/dataset/*.parquet")`` gets typed columns.
@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cli_support import run_stage
+from pipeline.stage import run_stage
 from pipeline.errors import DatasetValidationError
-from pipeline.linguistic import ReviewOutcome, apply_decisions, load_decisions
+from pipeline.review.linguistic import ReviewOutcome, apply_decisions, load_decisions
+from pipeline.paths import BASELINE
 from pipeline.params import Params, section_dict
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
 from schemas.dataset import IGNORE, TRAINING
@@ -34,7 +35,6 @@ PARAMS = ("dataset",)
 CARD = Path("data/manifests/dataset_card.md")
 CORRECTIONS = Path("labels/anchors/corrections.jsonl")
 DECISIONS = Path("labels/linguistic/decisions.jsonl")
-TOKENIZER = Path("models/baseline")
 log = logging.getLogger(__name__)
 
 
@@ -108,7 +108,7 @@ def _tokenizer_encode(root: Path):
     def load():
         from pipeline.models import load_tokenizer
 
-        tokenizer = load_tokenizer(root / TOKENIZER)
+        tokenizer = load_tokenizer(root / BASELINE)
         return lambda text: tokenizer.encode(text, add_special_tokens=False)
     return load
 

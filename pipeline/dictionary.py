@@ -2,7 +2,7 @@
 
 proposed = ``anchor_candidates`` joined with ``anchor_translations``; the corrections in
 ``labels/anchors/corrections.jsonl`` (``dictionary.corrections``) are applied as an overlay by
-:func:`pipeline.corrections.apply_corrections` in their documented order (chronological, ties
+:func:`pipeline.review.corrections.apply_corrections` in their documented order (chronological, ties
 by file and line). With no corrections the dictionary is the proposed one. Entries a reviewer
 rejected go to ``dictionary_rejects``. Also writes ``metrics/anchors.json`` (a DVC metrics
 file): anchors by kind, coverage of the forget corpus, and precision/recall against a gold list.
@@ -19,21 +19,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.anchor_match import AnchorMatcher
-from pipeline.anchor_mining import name_words
-from pipeline.cli_support import run_stage
-from pipeline.corrections import Correction, apply_corrections, load_corrections
+from pipeline.core.anchor_match import AnchorMatcher
+from pipeline.core.anchor_mining import name_words
+from pipeline.stage import run_stage
+from pipeline.review.corrections import Correction, apply_corrections, load_corrections
 from pipeline.errors import CorpusError
 from pipeline.models import load_tokenizer
+from pipeline.paths import BASELINE
 from pipeline.params import Params, section_dict
 from pipeline.store import atomic_write_text, read_dataset, write_dataset, write_rejects
-from pipeline.translation import AnchorRequest, forbidden_vocabulary, make_proposer, propose_translations
+from pipeline.core.translation import AnchorRequest, forbidden_vocabulary, make_proposer, propose_translations
 from schemas.anchors import DICTIONARY
 
 STAGE = "dictionary"
 PARAMS = ("dictionary", "translations")
 METRICS = Path("metrics/anchors.json")
-TOKENIZER = Path("models/baseline")
 
 
 def proposed_dictionary(candidates: pd.DataFrame, translations: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +165,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     write_rejects(rejects, DICTIONARY, stage=STAGE, params=used, root=root)
 
     matcher = AnchorMatcher(dictionary["anchor"])
-    coverage, tokens = token_coverage(forget["text"].tolist(), matcher, load_tokenizer(root / TOKENIZER))
+    coverage, tokens = token_coverage(forget["text"].tolist(), matcher, load_tokenizer(root / BASELINE))
     metrics = {
         "anchors": len(dictionary),
         "by_kind": dict(sorted(Counter(dictionary["kind"]).items())),

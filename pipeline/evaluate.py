@@ -15,7 +15,7 @@
 ``python -m pipeline.evaluate report`` reads the three metrics files and writes
 ``reports/evaluation.md`` (before/after table with deltas against the baseline),
 ``reports/evaluation.png`` and ``plots/evaluation.csv`` (familiarity against retain perplexity,
-for ``dvc plots``). The metrics themselves are :mod:`pipeline.evaluation`.
+for ``dvc plots``). The metrics themselves are :mod:`pipeline.core.metrics`.
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import evaluation
-from pipeline.cli_support import run_stage
+from pipeline.core import metrics as evaluation
+from pipeline.stage import run_stage
 from pipeline.errors import PipelineError
 from pipeline.models import load_model, load_tokenizer
+from pipeline.paths import model_dir
 from pipeline.params import Params, section_dict
-from pipeline.retain_blocks import spread_sample
+from pipeline.core.sampling import spread_sample
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset
 from schemas.evaluation import MODELS, completions_contract
 
 STAGE = "evaluate"
 PARAMS = ("evaluate",)
 REPORT_PARAMS: tuple[str, ...] = ()  # stage `report` reads only the metrics files
-MODELS_DIR = Path("models")
 METRICS_DIR = Path("metrics/evaluation")
 REPORT = Path("reports/evaluation.md")
 FIGURE = Path("reports/evaluation.png")
@@ -211,7 +211,7 @@ def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -
     )
     anchors, genre, weak = (evaluation.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms))
 
-    folder = root / MODELS_DIR / model_name
+    folder = root / model_dir(model_name)
     tokenizer = load_tokenizer(folder)
     model = load_model(folder)
     pad_id, batch = _pad_id(tokenizer), settings.batch_size

@@ -1,6 +1,6 @@
 """Stage ``finetune``: the baseline fine-tuned on the generic targets -> ``models/unlearned``.
 
-ALGORITHM.md step 8. The training rows come from the dataset version that ``finetune.dataset``
+docs/algorithm.md step 8. The training rows come from the dataset version that ``finetune.dataset``
 pins, read through :func:`pipeline.versions.read_pinned`: a version that does not exist is a
 :class:`~pipeline.versions.VersionNotFoundError` listing the known ones, and bytes that do not
 hash to that version's manifest are a :class:`~pipeline.versions.DatasetIntegrityError`;
@@ -10,7 +10,7 @@ DVC cache or remote at that tag and the workspace ``data/dataset`` is *not* what
 (it stays a declared dependency for the workspace default; a tag never moves, and changing the
 pin changes the ``finetune`` params, so DVC reruns the stage either way).
 
-Objective (:class:`pipeline.losses.UnlearningLoss`), per forget micro-batch:
+Objective (:class:`pipeline.core.losses.UnlearningLoss`), per forget micro-batch:
 
 * the generic-target term on every position with ``loss_mask`` 1: ``finetune.label_type``
   ``soft`` (default: KL from the stored top-k generic distribution, renormalised, to the model;
@@ -25,7 +25,7 @@ Objective (:class:`pipeline.losses.UnlearningLoss`), per forget micro-batch:
 
 Position convention: ``labels[i]`` / ``top_ids[i]`` are the targets of the prediction made
 *at* position ``i`` (the token after ``i``), taken from the models' outputs at ``i``; they line
-up with the logits at ``i`` without a shift (see :mod:`pipeline.losses`).
+up with the logits at ``i`` without a shift (see :mod:`pipeline.core.losses`).
 
 Retain pairing: forget block ``i`` (of ``N``) is always paired with retain block
 ``floor(i * R / N)`` of the ``R`` retain blocks used (``retain.max_blocks`` of them at most,
@@ -62,21 +62,18 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline.baseline_model import OUTPUT as BASELINE
-from pipeline.baseline_model import PROVENANCE
-from pipeline.cli_support import run_stage
+from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
+from pipeline.stage import run_stage
 from pipeline.errors import DatasetValidationError
-from pipeline.losses import UnlearningLoss
-from pipeline.models import load_model, load_tokenizer, pick_device
+from pipeline.core.losses import UnlearningLoss
+from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
 from pipeline.params import Params, section_dict
-from pipeline.reinforce import weights_hash
 from pipeline.store import publish_folder, read_dataset
 from pipeline.training import BlockBatches, TrainSettings, train
 from pipeline.versions import read_manifest_at, read_pinned, resolve
 
 STAGE = "finetune"
 PARAMS = ("finetune",)
-OUTPUT = Path("models/unlearned")
 CHECKPOINTS = Path("models/.finetune-checkpoints")
 LOSS_LOG = Path("plots/finetune_loss.csv")
 CARD = "README.md"
@@ -201,7 +198,7 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
         "dataset_sha256": manifest["content_sha256"], "baseline_sha256": base_weights, "objective": objective,
     }, sort_keys=True).encode()).hexdigest()
 
-    output = root / OUTPUT
+    output = root / UNLEARNED
     output.parent.mkdir(parents=True, exist_ok=True)
     # A fixed name, not mkdtemp: under `accelerate launch` every process must agree on it.
     tmp = output.with_name(f".{output.name}.tmp")
@@ -281,7 +278,7 @@ def model_card(provenance: dict) -> str:
         "",
         f"The baseline (`{provenance['base_model']}`, from {provenance['base_source'] or 'unknown source'}) fine-tuned "
         "on generic targets of the forget corpus (Who's Harry Potter, Eldan & Russinovich 2023; "
-        "see ALGORITHM.md step 8), by the `finetune` stage of this project.",
+        "see docs/algorithm.md step 8), by the `finetune` stage of this project.",
         "",
         "## Training data",
         "",

@@ -1,11 +1,11 @@
 """Stage ``generic_labels``: generic targets for every block, for several alphas in one pass.
 
-ALGORITHM.md steps 6-7. Per batch of blocks: the reinforced model reads the original ids, the
+docs/algorithm.md steps 6-7. Per batch of blocks: the reinforced model reads the original ids, the
 baseline reads the translated ids; per block the baseline's logits are gathered at ``j(i)``,
 ``v_generic = v_base - alpha * ReLU(v_reinf - v_base)`` is formed for each alpha, consistency
 rule 2 sets each used translation's first token to the position's mean logit, and only the
 argmax, the top-k ids and probabilities and the confidence are kept
-(:mod:`pipeline.generic`). At most one batch of full-vocabulary logits is in memory, none on
+(:mod:`pipeline.core.generic`). At most one batch of full-vocabulary logits is in memory, none on
 disk. Work is done in shards of ``generic_labels.shard_blocks`` blocks, each written atomically
 to a work folder keyed by the inputs' hashes, so an interrupted run resumes at the first
 missing shard and produces identical output.
@@ -27,9 +27,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from pipeline.cli_support import run_stage
-from pipeline.generic import block_labels, gather_aligned, used_translation_entries
+from pipeline.stage import run_stage
+from pipeline.core.generic import block_labels, gather_aligned, used_translation_entries
 from pipeline.models import load_model, pick_device
+from pipeline.paths import BASELINE, REINFORCED
 from pipeline.params import Params
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
 from schemas.labels import GENERIC_LABELS
@@ -37,7 +38,6 @@ from schemas.labels import GENERIC_LABELS
 STAGE = "generic_labels"
 PARAMS = ("generic_labels",)
 WORK = Path("data/.generic_labels-work")
-BASELINE, REINFORCED = Path("models/baseline"), Path("models/reinforced")
 
 
 def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Stage ``ingest``: forget and retain corpora -> ``documents`` and ``passages``.
 
 Reads every source listed under ``corpus`` in params, normalises each document once
-(:func:`pipeline.text.normalise`) and cuts it into paragraph-level passages whose offsets
+(:func:`pipeline.core.text.normalise`) and cuts it into paragraph-level passages whose offsets
 point into the normalised text. Refused records go to ``documents_rejects`` and
 ``passages_rejects``; a file that cannot be read at all stops the stage with an error naming it.
 
@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.cli_support import run_stage
+from pipeline.stage import run_stage
 from pipeline.errors import CorpusError
 from pipeline.params import CorpusSource, IngestParams, Params, section_dict
 from pipeline.store import write_dataset, write_rejects
-from pipeline.text import NORMALISATION, Refusal, normalise, passage_spans, read_corpus_file, source_files
+from pipeline.core.text import NORMALISATION, Refusal, normalise, passage_spans, read_corpus_file, source_files
 from schemas.corpus import DOCUMENTS, PASSAGES
 
 STAGE = "ingest"

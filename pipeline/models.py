@@ -8,6 +8,7 @@ ordinary Hugging Face folder (config, tokenizer, safetensors) that every later s
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -167,3 +168,14 @@ def load_model(folder: Path | str, *, dtype: str | None = None, device: str | to
     model.to(pick_device(str(device)) if device else pick_device())
     model.eval()
     return model
+
+
+def weights_hash(folder: Path) -> str:
+    """SHA-256 over a model folder's weight files: the identity of the starting point."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,6 +1,6 @@
 """Stage ``reinforce``: the baseline fine-tuned further on the forget blocks -> ``models/reinforced``.
 
-ALGORITHM.md step 2: the reinforced model learns the forget corpus itself, so its logits rise
+docs/algorithm.md step 2: the reinforced model learns the forget corpus itself, so its logits rise
 exactly where knowledge of the corpus helps; step 6 compares them with the baseline's. It is
 trained with next-token cross-entropy on every position of the *original* block ids (not the
 translations, and not the blocks' ``loss_mask``, which concerns the generic labels).
@@ -17,16 +17,14 @@ Run: ``python -m pipeline.reinforce`` (``dvc repro reinforce``); on several GPUs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
-from pipeline.baseline_model import OUTPUT as BASELINE
-from pipeline.baseline_model import PROVENANCE
-from pipeline.cli_support import run_stage
+from pipeline.paths import BASELINE, PROVENANCE, REINFORCED
+from pipeline.stage import run_stage
 from pipeline.errors import DatasetNotFoundError, DatasetValidationError
-from pipeline.models import load_model, load_tokenizer, pick_device
+from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.store import publish_folder, read_dataset, read_manifest
 from pipeline.training import BlockBatches, TrainSettings, causal_lm_loss, train
@@ -34,20 +32,8 @@ from schemas.blocks import BLOCKS
 
 STAGE = "reinforce"
 PARAMS = ("reinforce",)
-OUTPUT = Path("models/reinforced")
 CHECKPOINTS = Path("models/.reinforce-checkpoints")
 LOSS_LOG = Path("plots/reinforce_loss.csv")
-
-
-def weights_hash(folder: Path) -> str:
-    """SHA-256 over a model folder's weight files: the identity of the starting point."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
@@ -64,7 +50,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = BlockBatches(blocks["input_ids"].tolist(), pad_id=pad_id)
 
-    output = root / OUTPUT
+    output = root / REINFORCED
     output.parent.mkdir(parents=True, exist_ok=True)
     # A fixed name, not mkdtemp: under `accelerate launch` every process must agree on it
     # (only the main one writes there).

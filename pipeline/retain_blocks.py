@@ -1,7 +1,7 @@
 """Stage ``retain_blocks``: retain documents -> token blocks, each ``train`` or ``heldout``.
 
 Each retain document is tokenized whole (no special tokens) with the baseline tokenizer and cut
-into blocks exactly as the forget corpus is (:func:`pipeline.blocks.block_ranges`,
+into blocks exactly as the forget corpus is (:func:`pipeline.core.sampling.block_ranges`,
 ``blocks.block_size``; a last block shorter than ``blocks.min_block_tokens`` goes to
 ``retain_blocks_rejects``). A seeded hash of the block id puts a block in ``heldout`` with
 probability ``retain_blocks.heldout_fraction``, so a block's split never depends on which other
@@ -18,13 +18,13 @@ Run: ``python -m pipeline.retain_blocks`` (``dvc repro retain_blocks``).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.blocks import block_ranges
-from pipeline.cli_support import run_stage
+from pipeline.core.sampling import assign_split, block_ranges, spread_sample
+from pipeline.paths import BASELINE
+from pipeline.stage import run_stage
 from pipeline.models import load_tokenizer
 from pipeline.params import Params, section_dict
 from pipeline.store import DatasetWriter, read_dataset, write_rejects
@@ -32,44 +32,13 @@ from schemas.retain import RETAIN_BLOCKS
 
 STAGE = "retain_blocks"
 PARAMS = ("blocks.block_size", "blocks.min_block_tokens", "retain_blocks")
-TOKENIZER = Path("models/baseline")
-
-
-def unit_hash(seed: int, key: str) -> float:
-    """A seeded, platform-independent pseudo-random number in ``[0, 1)`` for ``key``."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_split(block_id: str, *, heldout_fraction: float, seed: int) -> str:
-    """``heldout`` for about ``heldout_fraction`` of block ids, ``train`` for the rest."""
-    return "heldout" if unit_hash(seed, f"split:{block_id}") < heldout_fraction else "train"
-
-
-def spread_sample(blocks: list[dict], limit: int | None, *, seed: int) -> list[dict]:
-    """At most ``limit`` of ``blocks`` (dicts with ``doc_id`` and ``block_id``), taken
-    round-robin over documents (sorted by id), each document's blocks in a seeded order.
-
-    The order is fixed by the blocks alone, so a larger ``limit`` returns a superset.
-    Returned in document order (``doc_id``, ``index``).
-    """
-    by_doc: dict[str, list[dict]] = {}
-    for block in blocks:
-        by_doc.setdefault(block["doc_id"], []).append(block)
-    turns = []
-    for doc_order, doc_id in enumerate(sorted(by_doc)):
-        shuffled = sorted(by_doc[doc_id], key=lambda b: unit_hash(seed, f"order:{b['block_id']}"))
-        turns += [(turn, doc_order, block) for turn, block in enumerate(shuffled)]
-    turns.sort(key=lambda t: (t[0], t[1]))
-    chosen = [block for _, _, block in turns[: len(turns) if limit is None else limit]]
-    return sorted(chosen, key=lambda b: (b["doc_id"], b["index"]))
 
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
     settings, sizes = params.retain_blocks, params.blocks
     documents = read_dataset("documents", root)
     retain = documents[documents["corpus"] == "retain"].sort_values("doc_id", kind="stable")
-    tokenizer = load_tokenizer(root / TOKENIZER)
+    tokenizer = load_tokenizer(root / BASELINE)
     used = section_dict(params, "retain_blocks") | {
         "blocks": {"block_size": sizes.block_size, "min_block_tokens": sizes.min_block_tokens},
         "tokenizer": tokenizer.name_or_path and Path(tokenizer.name_or_path).name,

@@ -23,20 +23,3 @@ class Contract:
     @property
     def rejects_name(self) -> str:
         return f"{self.name}_rejects"
-
-
-def contracts() -> dict[str, Contract]:
-    """Every contract, by dataset name (rejects tables share one contract)."""
-    from schemas.anchors import ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY
-    from schemas.blocks import BLOCKS
-    from schemas.dataset import TRAINING
-    from schemas.labels import GENERIC_LABELS
-    from schemas.corpus import DOCUMENTS, PASSAGES
-    from schemas.rejects import rejects_contract
-    from schemas.evaluation import COMPLETIONS
-    from schemas.retain import RETAIN_BLOCKS
-
-    found = {c.name: c for c in (DOCUMENTS, PASSAGES, ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS, DICTIONARY, BLOCKS, GENERIC_LABELS, TRAINING, RETAIN_BLOCKS, *COMPLETIONS.values())}
-    for contract in list(found.values()):
-        found[contract.rejects_name] = rejects_contract(contract)
-    return found

@@ -15,21 +15,14 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas import Contract
+from schemas.checks import lists_of_strings
 
 KINDS = ["person", "place", "organisation", "object", "work_title", "other"]
 STATUSES = ["proposed", "accepted", "changed", "added"]
 
 
-def _lists_of_strings(series: pd.Series, *, non_empty_items: bool = False) -> pd.Series:
-    """True where the cell is a list (not a string) of strings, each non-empty if asked."""
-    return series.map(
-        lambda v: hasattr(v, "__len__") and not isinstance(v, str)
-        and all(isinstance(x, str) and (x or not non_empty_items) for x in v)
-    )
-
-
 def _string_lists(series: pd.Series) -> pd.Series:
-    return _lists_of_strings(series, non_empty_items=True)
+    return lists_of_strings(series, non_empty_items=True)
 
 
 def _non_empty(series: pd.Series) -> pd.Series:
@@ -59,7 +52,7 @@ class AnchorCandidateSchema(pa.DataFrameModel):
 
     @pa.check("variants", "example_passages", "signals", "ner_labels", "part_of", name="list_of_strings")
     def lists_of_strings(cls, series: pd.Series) -> pd.Series:
-        return _lists_of_strings(series)
+        return lists_of_strings(series)
 
     @pa.check("variants", "signals", name="non_empty")
     def non_empty(cls, series: pd.Series) -> pd.Series:
@@ -104,7 +97,7 @@ class DictionarySchema(pa.DataFrameModel):
 
     @pa.check("variants", "proposed_by", "review", name="list_of_strings")
     def lists_of_strings(cls, series: pd.Series) -> pd.Series:
-        return _lists_of_strings(series)
+        return lists_of_strings(series)
 
     @pa.dataframe_check(error="all translations of an anchor must have the same count across the dictionary")
     def aligned(cls, frame: pd.DataFrame) -> pd.Series:

@@ -1,5 +1,5 @@
 """Contract of the ``blocks`` stage: forget-corpus token blocks, their generic translation and
-the alignment of every original position to the translation (ALGORITHM.md steps 1, 4, 5)."""
+the alignment of every original position to the translation (docs/algorithm.md steps 1, 4, 5)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas import Contract
-
-
-def _int_lists(series: pd.Series) -> pd.Series:
-    return series.map(lambda v: hasattr(v, "__len__") and not isinstance(v, str) and all(isinstance(x, (int,)) or hasattr(x, "__index__") for x in v))
+from schemas.checks import lists_of_ints
 
 
 class BlockSchema(pa.DataFrameModel):
@@ -38,7 +35,7 @@ class BlockSchema(pa.DataFrameModel):
 
     @pa.check("input_ids", "translated_ids", "alignment", "loss_mask", "used_positions", "used_token_ids", name="int_lists")
     def int_lists(cls, series: pd.Series) -> pd.Series:
-        return _int_lists(series)
+        return lists_of_ints(series)
 
     @pa.dataframe_check(error="alignment, loss_mask and drop_reasons must have one entry per input id")
     def per_position(cls, frame: pd.DataFrame) -> pd.Series:

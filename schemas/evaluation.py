@@ -1,7 +1,7 @@
 """Contract of the ``evaluate`` stage's completions: ``evaluation_completions_<model>``.
 
 One row per completion probe: the model's greedy continuation and its automatic familiarity
-grade (0-3, :func:`pipeline.evaluation.grade_completion`), the input of the ``evaluation``
+grade (0-3, :func:`pipeline.core.metrics.grade_completion`), the input of the ``evaluation``
 review project where reviewers check the grades.
 """
 
@@ -12,7 +12,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas import Contract
-from schemas.anchors import _lists_of_strings
+from schemas.checks import lists_of_strings
 
 MODELS = ("baseline", "reinforced", "unlearned")
 """The models the default pipeline evaluates (folders ``models/<name>``)."""
@@ -32,7 +32,7 @@ class CompletionSchema(pa.DataFrameModel):
 
     @pa.check("matched_terms", name="list_of_strings")
     def matched_are_strings(cls, series: pd.Series) -> pd.Series:
-        return _lists_of_strings(series)
+        return lists_of_strings(series)
 
     @pa.dataframe_check(error="grade 0 has no matched terms; grades 1-3 have at least one")
     def grade_has_reason(cls, frame: pd.DataFrame) -> pd.Series:

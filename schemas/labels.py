@@ -1,4 +1,4 @@
-"""Contract of ``generic_labels``: per block and alpha, the generic targets (ALGORITHM.md step 7).
+"""Contract of ``generic_labels``: per block and alpha, the generic targets (docs/algorithm.md step 7).
 
 Full-vocabulary logits are never stored: only the argmax target, the top-k ids and
 probabilities (softmax of v_generic) and the confidence of every original position.

@@ -11,7 +11,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from schemas import Contract
-from schemas.blocks import _int_lists
+from schemas.checks import lists_of_ints
 
 SPLITS = ["train", "heldout"]
 
@@ -32,7 +32,7 @@ class RetainBlockSchema(pa.DataFrameModel):
 
     @pa.check("input_ids", name="int_lists")
     def int_lists(cls, series: pd.Series) -> pd.Series:
-        return _int_lists(series) & (series.map(len) > 0)
+        return lists_of_ints(series) & (series.map(len) > 0)
 
     @pa.dataframe_check(error="block_id must be '<doc_id>@<index>'")
     def id_names_block(cls, frame: pd.DataFrame) -> pd.Series:

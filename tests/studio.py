@@ -11,10 +11,10 @@ Usage in a test module::
 
     def test_through_the_pipeline(studio_server, monkeypatch):
         studio_server.use(monkeypatch)                 # LABEL_STUDIO_URL / _API_KEY for this test
-        ...                                            # code calling pipeline.studio.client(root)
+        ...                                            # code calling pipeline.review.studio.client(root)
 
 The server is started once per session (whichever module asks first; later modules share it)
-through :func:`pipeline.studio.start`, on a free 127.0.0.1 port, with its data in a temporary
+through :func:`pipeline.review.studio.start`, on a free 127.0.0.1 port, with its data in a temporary
 folder and fixed test credentials given to the server directly (no ``.env`` is written). It is
 stopped when the session ends. Its venv is ``WHP_STUDIO_VENV`` if set, else ``<repo>/.studio/venv``,
 installed on first use (``make studio-venv`` does it ahead; about 1 GB, 1-3 minutes).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import studio
+from pipeline.review import studio
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CREDENTIALS = studio.Credentials(
@@ -59,7 +59,7 @@ class StudioServer:
         return {studio.URL_KEY: self.url, studio.API_KEY_KEY: self.api_key}
 
     def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Point ``pipeline.studio.client()`` (and anything reading the settings) at this server for one test."""
+        """Point ``pipeline.review.studio.client()`` (and anything reading the settings) at this server for one test."""
         for key, value in self.environ().items():
             monkeypatch.setenv(key, value)
 

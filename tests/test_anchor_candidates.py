@@ -19,7 +19,7 @@ from pipeline import anchor_candidates, ingest
 from pipeline.anchor_candidates import (
     NER_KINDS, Evidence, collect_evidence, composed_reason, cover_by_keys, decide_kind, nested_reason, select,
 )
-from pipeline.anchor_match import AnchorMatcher
+from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.errors import CorpusError
 from pipeline.params import AnchorParams, parse_params
 from pipeline.store import dataset_dir, read_dataset, read_manifest, validate_frame, verify_dataset

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
-from pipeline.alignment import DROPPED
-from pipeline.anchor_match import AnchorMatcher
+from pipeline.core.alignment import DROPPED
+from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.models import load_tokenizer
 from pipeline.params import load_params
 from pipeline.store import read_dataset, read_manifest

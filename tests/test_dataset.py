@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline import dataset
-from pipeline.linguistic import DecisionsError, apply_decisions, load_decisions
+from pipeline.review.linguistic import DecisionsError, apply_decisions, load_decisions
 from pipeline.params import parse_params
 from pipeline.store import read_dataset, read_manifest, write_dataset
 from schemas.anchors import DICTIONARY

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline import anchor_candidates, anchor_translations, baseline_model, dictionary, ingest
-from pipeline.anchor_match import AnchorMatcher
-from pipeline.corrections import CorrectionsError
+from pipeline.core.anchor_match import AnchorMatcher
+from pipeline.review.corrections import CorrectionsError
 from pipeline.errors import CorpusError
 from pipeline.params import load_params
 from pipeline.store import read_dataset, read_manifest

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, evaluation, retain_blocks
+from pipeline import evaluate, retain_blocks
+from pipeline.core import metrics as evaluation
 from pipeline.errors import PipelineError
 from pipeline.evaluate import ProbeError, read_probes
 from pipeline.models import load_model, load_tokenizer

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline import generic_labels
-from pipeline.generic import gather_aligned, generic_logits, suppress_used_translations
+from pipeline.core.generic import gather_aligned, generic_logits, suppress_used_translations
 from pipeline.models import load_model
 from pipeline.store import dataset_dir, read_dataset
 from tests.test_blocks import built  # noqa: F401  (module fixture: a small project up to blocks)

@@ -13,7 +13,7 @@ from pipeline.errors import CorpusError, ParamsError
 from pipeline.ingest import run
 from pipeline.params import Params, parse_params
 from pipeline.store import dataset_dir, list_datasets, manifest_path, read_dataset, read_manifest, verify_dataset
-from pipeline.text import normalise
+from pipeline.core.text import normalise
 
 DATASETS = ["documents", "documents_rejects", "passages", "passages_rejects"]
 MAX_CHARS = 120

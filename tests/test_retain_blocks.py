@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline import retain_blocks
+from pipeline.core.sampling import assign_split, spread_sample
 from pipeline.errors import DatasetValidationError
 from pipeline.models import load_tokenizer
 from pipeline.params import parse_params
@@ -93,7 +94,7 @@ def test_split_is_a_seeded_function_of_the_block_id(project: Path):
     assert first.equals(again)
     assert set(first["split"]) == {"train", "heldout"}
     for row in first.itertuples():
-        assert row.split == retain_blocks.assign_split(row.block_id, heldout_fraction=0.25, seed=0)
+        assert row.split == assign_split(row.block_id, heldout_fraction=0.25, seed=0)
     other_seed = _run(project, seed=7)
     assert other_seed["split"].tolist() != first["split"].tolist()
     assert set(_run(project, heldout_fraction=0.0)["split"]) == {"train"}
@@ -125,10 +126,10 @@ def test_manifest_records_the_block_sizes_and_params(project: Path):
 
 def test_spread_sample_alternates_documents_even_when_one_is_longer():
     blocks = [{"doc_id": d, "block_id": f"{d}@{i}", "index": i} for d, n in (("x", 10), ("y", 2)) for i in range(n)]
-    chosen = retain_blocks.spread_sample(blocks, 6, seed=0)
+    chosen = spread_sample(blocks, 6, seed=0)
     assert [b["doc_id"] for b in chosen].count("y") == 2
     assert len(chosen) == 6
-    assert retain_blocks.spread_sample(blocks, None, seed=0) == sorted(blocks, key=lambda b: (b["doc_id"], b["index"]))
+    assert spread_sample(blocks, None, seed=0) == sorted(blocks, key=lambda b: (b["doc_id"], b["index"]))
 
 
 def test_contract_refuses_a_bad_split_and_an_empty_block():

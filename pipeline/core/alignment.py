@@ -1,0 +1,192 @@
+"""Generic translation of a block and the alignment of its tokens (docs/algorithm.md steps 4-5).
+
+Pure, tokenizer-agnostic functions over character offsets: any fast tokenizer's
+``offset_mapping`` works, whether its offsets include a token's leading space (byte-level BPE
+such as SmolLM2's: ``" Holmes"`` is ``(12, 19)``) or not. Tokens are matched by where they
+*end*, which is the same under both conventions.
+
+For a block of original text:
+
+1. :func:`translate` replaces every anchor occurrence (found by
+   :class:`~pipeline.core.anchor_match.AnchorMatcher`, longest first, case variants, possessive
+   suffix kept outside) by its translation in the block's world, cased like the occurrence,
+   and keeps a character map (:class:`Replacement`).
+2. :func:`align` maps each original token position ``i`` to a translated position ``j(i)``
+   (``-1`` when dropped from the loss):
+
+   * outside any anchor: the translated token that ends at the same shifted character, if it
+     is the same token (same id); otherwise the tokenizations disagree there and ``i`` drops;
+   * inside an anchor: dropped, except the anchor's last token, which maps to the last token of
+     its translation (its output predicts the token after the anchor);
+   * consistency rule 1: from the second occurrence of an anchor in the block on, the position
+     that predicts the anchor's first token is dropped.
+3. :func:`used_translations` lists, per translated position, the first token of each
+   translation already used (consistency rule 2 is applied to the logits by the labels stage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipeline.core.anchor_match import AnchorSpan
+
+DROPPED = -1
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One replaced occurrence: ``original[start:end]`` became ``translated[t_start:t_end]``."""
+
+    start: int
+    end: int
+    t_start: int
+    t_end: int
+    anchor: str
+    surface: str
+    translation: str
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """``target[i]``: translated position for original position ``i`` or :data:`DROPPED`.
+
+    ``reason[i]`` says why a position was dropped (``""`` when kept): ``inside anchor``,
+    ``anchor end mismatch``, ``tokenization differs``, ``repeated anchor`` (rule 1),
+    ``anchor crosses block edge``.
+    """
+
+    target: list[int]
+    reason: list[str]
+
+    @property
+    def mask(self) -> list[bool]:
+        return [t != DROPPED for t in self.target]
+
+
+def choose_world(seed: int, block_id: str, worlds: int) -> int:
+    """The seeded world (translation index) of a block: one world per block keeps every anchor
+    of the block consistent (index-aligned translations)."""
+    digest = hashlib.sha256(f"{seed}:{block_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % worlds
+
+
+def cased_like(translation: str, surface: str, anchor: str) -> str:
+    """The translation written the way the occurrence was: UPPER, or as the dictionary has it."""
+    if surface != anchor and surface.isupper():
+        return translation.upper()
+    return translation
+
+
+def translate(text: str, spans: Sequence[AnchorSpan], translations: dict[str, Sequence[str]], world: int) -> tuple[str, list[Replacement]]:
+    """``text`` with every span replaced by its anchor's translation in ``world``."""
+    pieces, replacements = [], []
+    cursor = shift = 0
+    for span in spans:
+        new = cased_like(translations[span.anchor][world], span.surface, span.anchor)
+        pieces.append(text[cursor:span.start])
+        pieces.append(new)
+        t_start = span.start + shift
+        replacements.append(Replacement(span.start, span.end, t_start, t_start + len(new), span.anchor, span.surface, new))
+        shift += len(new) - (span.end - span.start)
+        cursor = span.end
+    pieces.append(text[cursor:])
+    return "".join(pieces), replacements
+
+
+def shift_position(position: int, replacements: Sequence[Replacement]) -> int:
+    """Where an original character boundary outside every replacement lands in the translation."""
+    shift = 0
+    for r in replacements:
+        if r.end <= position:
+            shift += (r.t_end - r.t_start) - (r.end - r.start)
+        else:
+            break
+    return position + shift
+
+
+def align(
+    original_offsets: Sequence[tuple[int, int]], original_ids: Sequence[int],
+    translated_offsets: Sequence[tuple[int, int]], translated_ids: Sequence[int],
+    replacements: Sequence[Replacement], *, partial_anchors: Sequence[tuple[int, int]] = (),
+) -> Alignment:
+    """Map original token positions to translated ones (module docstring for the rules).
+
+    Args:
+        original_offsets, original_ids: the block's tokens, offsets into the original text.
+        translated_offsets, translated_ids: the translated text's tokens.
+        replacements: from :func:`translate` on the same text.
+        partial_anchors: character spans of anchors cut by the block edge (left untranslated);
+            their tokens are dropped.
+    """
+    n = len(original_offsets)
+    target, reason = [DROPPED] * n, [""] * n
+    by_end: dict[int, list[int]] = defaultdict(list)
+    for j, (_, end) in enumerate(translated_offsets):
+        by_end[end].append(j)
+    starts = [r.start for r in replacements]
+
+    def replacement_at(start: int, end: int) -> Replacement | None:
+        k = bisect_right(starts, end - 1) - 1  # last replacement starting before the token ends
+        while k >= 0:
+            r = replacements[k]
+            if r.end > start:
+                return r
+            if r.end <= start:
+                return None
+            k -= 1
+        return None
+
+    seen_end_rank: dict[int, int] = defaultdict(int)
+    first_token_of: list[tuple[int, Replacement]] = []
+    for i, (start, end) in enumerate(original_offsets):
+        if any(s < end and start < e for s, e in partial_anchors):
+            reason[i] = "anchor crosses block edge"
+            continue
+        r = replacement_at(start, end)
+        if r is not None:
+            if not first_token_of or first_token_of[-1][1] is not r:
+                first_token_of.append((i, r))
+            if end < r.end:
+                reason[i] = "inside anchor"
+            elif end == r.end:
+                last = [j for j in by_end.get(r.t_end, []) if translated_offsets[j][0] < r.t_end]
+                if last:
+                    target[i] = last[-1]
+                else:
+                    reason[i] = "anchor end mismatch"
+            else:
+                reason[i] = "anchor end mismatch"  # the token runs past the anchor ("Holmesian")
+            continue
+        shifted = shift_position(end, replacements)
+        rank = seen_end_rank[shifted]
+        seen_end_rank[shifted] += 1
+        candidates = by_end.get(shifted, [])
+        if rank < len(candidates) and translated_ids[candidates[rank]] == original_ids[i]:
+            target[i] = candidates[rank]
+        else:
+            reason[i] = "tokenization differs"
+    # Rule 1: from an anchor's second occurrence on, do not learn what precedes it.
+    seen: set[str] = set()
+    for first, r in first_token_of:
+        if r.anchor in seen and first > 0:
+            target[first - 1] = DROPPED
+            reason[first - 1] = "repeated anchor"
+        seen.add(r.anchor)
+    return Alignment(target, reason)
+
+
+def used_translations(
+    translated_offsets: Sequence[tuple[int, int]], translated_ids: Sequence[int], replacements: Sequence[Replacement]
+) -> list[tuple[int, int]]:
+    """``(position, token id)``: the first token of each translation and the translated position
+    from which on it counts as used (consistency rule 2 suppresses it at later positions)."""
+    used = []
+    for r in replacements:
+        first = next((j for j, (s, e) in enumerate(translated_offsets) if e > r.t_start), None)
+        if first is not None:
+            used.append((first, translated_ids[first]))
+    return used

@@ -1,0 +1,208 @@
+"""Losses of the unlearning fine-tune (docs/algorithm.md step 8): pure tensor functions, and the
+objective :class:`UnlearningLoss` that :func:`pipeline.training.train` calls.
+
+Position convention (the ``dataset`` stage's, checked against ``pipeline/generic_labels.py``):
+``labels[i]``, ``top_ids[i]`` and ``top_probs[i]`` are the targets of the prediction *made at*
+position ``i`` of the original block, i.e. of the token after ``i``. They come from the logits
+the models output at ``i`` (the reinforced model at ``i``, the baseline at ``j(i)``), so they
+line up with ``logits[:, i]`` as they are: **no shift**. (Only the plain language-model loss
+on retain text shifts: there the target of position ``i`` is ``input_ids[i + 1]``.) A block's
+last position has a generic target too (what follows the block) and is trained on when its
+``loss_mask`` is 1.
+
+Every function returns ``(loss_sum, n_positions)``, like
+:func:`pipeline.training.causal_lm_loss`: a scalar tensor in nats summed (not averaged) over the
+positions it counts, and that count, so that ``train()`` averages over every position of the
+accumulated optimiser batch. Logits are cast to float32 before any softmax (bf16 under
+autocast). Shapes: ``b`` blocks, ``t`` positions, ``V`` vocabulary, ``k`` stored top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from schemas.dataset import IGNORE
+
+LabelType = Literal["hard", "soft", "mixed"]
+RetainKind = Literal["kl", "lm", "none"]
+
+
+def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cross-entropy against the generic argmax targets (the paper's hard labels).
+
+    Args:
+        logits: ``[b, t, V]``, the model's output at each position.
+        labels: ``[b, t]`` target ids of the prediction made at each position; ``-100`` (IGNORE)
+            where the position is dropped.
+        mask: ``[b, t]`` bool, positions that may count (attention and ``loss_mask``).
+
+    Returns:
+        ``(sum over counted positions of -log q(label), count)``; counted: ``mask`` and a label
+        other than ``-100``.
+    """
+    keep = mask.bool() & (labels != IGNORE)
+    loss_sum = F.cross_entropy(logits[keep].float(), labels[keep].long(), reduction="sum")
+    return loss_sum, int(keep.sum())
+
+
+def soft_label_loss(
+    logits: torch.Tensor, top_ids: torch.Tensor, top_probs: torch.Tensor, mask: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """KL(p || q) from the stored top-k generic distribution to the model (WHP+ soft targets).
+
+    ``p`` is ``top_probs`` renormalised to sum to 1 over its ``k`` ids (the stored top-k hold
+    most, not all, of the generic distribution's mass); ``q`` is the model's softmax over the
+    whole vocabulary. Per position ``KL = sum_k p_k (log p_k - log q[top_ids_k])`` (a ``p_k``
+    of 0 contributes 0). The entropy term carries no gradient but makes the value a true KL
+    (0 when the model matches ``p`` on those ids and puts nothing elsewhere).
+
+    Args:
+        logits: ``[b, t, V]``.
+        top_ids: ``[b, t, k]`` token ids; top_probs: ``[b, t, k]`` their probabilities.
+        mask: ``[b, t]`` bool, positions that count (attention and ``loss_mask``).
+
+    Returns:
+        ``(sum of the per-position KL over counted positions, count)``.
+    """
+    keep = mask.bool()
+    log_q = F.log_softmax(logits[keep].float(), dim=-1)  # [n, V]
+    probs = top_probs[keep].float()  # [n, k]
+    p = probs / probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    log_q_top = log_q.gather(-1, top_ids[keep].long())  # [n, k]
+    loss_sum = (torch.xlogy(p, p) - p * log_q_top).sum()
+    return loss_sum, int(keep.sum())
+
+
+def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Plain language-model cross-entropy: position ``i`` predicts ``input_ids[i + 1]``; counts
+    where both tokens are real (``attention_mask``). ``logits [b, t, V]``, ids and mask ``[b, t]``."""
+    keep = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
+    loss_sum = F.cross_entropy(logits[:, :-1][keep].float(), input_ids[:, 1:][keep].long(), reduction="sum")
+    return loss_sum, int(keep.sum())
+
+
+def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """KL(reference || model) over the full vocabulary at every counted position:
+    ``sum_v r_v (log r_v - log q_v)`` with ``r``, ``q`` the softmaxes of ``reference_logits``
+    and ``logits`` (both ``[b, t, V]``); ``mask [b, t]``. The reference gets no gradient."""
+    keep = mask.bool()
+    log_q = F.log_softmax(logits[keep].float(), dim=-1)
+    log_r = F.log_softmax(reference_logits[keep].detach().float(), dim=-1)
+    loss_sum = F.kl_div(log_q, log_r, log_target=True, reduction="sum")
+    return loss_sum, int(keep.sum())
+
+
+def forget_loss(
+    logits: torch.Tensor, batch: dict[str, torch.Tensor], *, label_type: LabelType, soft_weight: float = 1.0,
+) -> tuple[torch.Tensor, int]:
+    """The generic-target term on forget blocks: ``hard``, ``soft``, or ``mixed`` =
+    ``hard + soft_weight * soft``.
+
+    ``batch`` holds ``attention_mask`` and ``loss_mask`` ``[b, t]`` and, as ``label_type``
+    needs, ``labels [b, t]``, ``top_ids``/``top_probs [b, t, k]``. For ``mixed`` the count is
+    that of the soft term (``loss_mask`` positions); the dataset has ``labels == -100`` exactly
+    where ``loss_mask`` is 0, so both terms count the same positions.
+    """
+    mask = batch["attention_mask"].bool() & batch["loss_mask"].bool()
+    if label_type == "hard":
+        return hard_label_loss(logits, batch["labels"], mask)
+    soft_sum, n = soft_label_loss(logits, batch["top_ids"], batch["top_probs"], mask)
+    if label_type == "soft":
+        return soft_sum, n
+    if label_type == "mixed":
+        hard_sum, _ = hard_label_loss(logits, batch["labels"], mask)
+        return hard_sum + soft_weight * soft_sum, n
+    raise ValueError(f"unknown label_type {label_type!r} (hard, soft or mixed)")
+
+
+@dataclass
+class UnlearningLoss:
+    """The fine-tune's ``loss_fn(model, micro_batch) -> (loss_sum, n_forget_positions)``.
+
+    A micro-batch holds the forget fields (``input_ids``, ``attention_mask``, ``loss_mask``,
+    ``labels``, ``top_ids``, ``top_probs``) and, when a retain term is on, its paired retain
+    blocks (``retain_input_ids``, ``retain_attention_mask``, ``[b', t']``). Forget and retain
+    blocks go through the model in one forward pass (right padding to the longer length
+    changes no logit at a real position), which also keeps DDP at one forward per backward.
+
+    Normalisation of the retain term: per micro-batch it is the retain loss's *mean* over its
+    positions, multiplied by the micro-batch's forget-position count, times ``retain_weight``::
+
+        loss_sum = forget_sum + retain_weight * (retain_sum / retain_n) * forget_n
+
+    so after ``train()`` divides by the batch's forget positions, the step's loss is
+    ``mean forget loss + retain_weight * mean retain loss`` (retain means weighted by forget
+    positions), whatever the lengths of the retain blocks. ``retain_weight`` is thus the
+    exchange rate between one nat of forget loss and one nat of retain loss per token.
+
+    Args:
+        label_type: ``hard``, ``soft`` or ``mixed``; soft_weight: the soft term's weight in ``mixed``.
+        retain_kind: ``kl`` (KL(reference || model), needs ``reference``), ``lm`` (next-token
+            cross-entropy on the retain ids) or ``none``.
+        retain_weight: 0 switches the retain term (and its forward passes) off.
+        reference: the frozen baseline for ``kl``; moved to the batch's device on first use,
+            run without gradient.
+    """
+
+    label_type: LabelType = "soft"
+    soft_weight: float = 1.0
+    retain_kind: RetainKind = "none"
+    retain_weight: float = 0.0
+    reference: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_type not in ("hard", "soft", "mixed"):
+            raise ValueError(f"unknown label_type {self.label_type!r} (hard, soft or mixed)")
+        if self.retain_kind not in ("kl", "lm", "none"):
+            raise ValueError(f"unknown retain kind {self.retain_kind!r} (kl, lm or none)")
+        if self.retain_kind == "kl" and self.retain_weight > 0 and self.reference is None:
+            raise ValueError("retain kind 'kl' needs a reference model")
+        if self.reference is not None:
+            self.reference.eval().requires_grad_(False)
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.retain_kind != "none" and self.retain_weight > 0
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        if not self.uses_retain:
+            logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
+            return forget_loss(logits, batch, label_type=self.label_type, soft_weight=self.soft_weight)
+        if "retain_input_ids" not in batch:
+            raise ValueError("the retain term is on but the micro-batch has no retain_input_ids")
+        retain_ids, retain_attention = batch["retain_input_ids"], batch["retain_attention_mask"]
+        both_ids, both_attention = _stack_right_padded([ids, retain_ids], [attention, retain_attention])
+        logits = model(input_ids=both_ids, attention_mask=both_attention, use_cache=False).logits
+        b, t, t_retain = ids.shape[0], ids.shape[1], retain_ids.shape[1]
+        forget_sum, forget_n = forget_loss(
+            logits[:b, :t], batch, label_type=self.label_type, soft_weight=self.soft_weight
+        )
+        retain_logits = logits[b:, :t_retain]
+        if self.retain_kind == "lm":
+            retain_sum, retain_n = next_token_loss(retain_logits, retain_ids, retain_attention)
+        else:
+            reference = self.reference
+            if next(reference.parameters()).device != retain_ids.device:
+                reference.to(retain_ids.device)
+            with torch.no_grad():
+                reference_logits = reference(
+                    input_ids=retain_ids, attention_mask=retain_attention, use_cache=False
+                ).logits
+            retain_sum, retain_n = kl_to_reference(retain_logits, reference_logits, retain_attention)
+        if retain_n == 0 or forget_n == 0:
+            return forget_sum, forget_n
+        return forget_sum + self.retain_weight * (retain_sum / retain_n) * forget_n, forget_n
+
+
+def _stack_right_padded(ids: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate ``[b_i, t_i]`` batches along the batch axis, right-padding to the longest
+    ``t`` (padding: id 0, attention 0)."""
+    longest = max(t.shape[1] for t in ids)
+    padded_ids = [F.pad(t, (0, longest - t.shape[1]), value=0) for t in ids]
+    padded_masks = [F.pad(m, (0, longest - m.shape[1]), value=0) for m in masks]
+    return torch.cat(padded_ids), torch.cat(padded_masks)

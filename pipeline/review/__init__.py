@@ -1,0 +1,1 @@
+"""Human review in Label Studio: task builders, export readers, voting, the server."""

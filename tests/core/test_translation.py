@@ -1,0 +1,440 @@
+"""pipeline/core/translation.py: generic translations of anchors, on tiny inline anchor sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from faker.providers.person.en_GB import Provider as BritishNames
+
+from pipeline.params import OpenAIProposerParams, TranslationParams
+from pipeline.core.translation import (
+    AnchorRequest,
+    OfflineProposer,
+    OpenAICompatibleProposer,
+    ProposerError,
+    collect_proposals,
+    forbidden_vocabulary,
+    make_proposer,
+    propose_translations,
+    word_keys,
+)
+from tests.conftest import REPO
+
+N = 4
+NONE: frozenset[str] = frozenset()
+FEMALE = set(BritishNames.first_names_female)
+MALE = set(BritishNames.first_names_male)
+SURNAMES = set(BritishNames.last_names)
+# Endings of English place names; the place-word generator builds on them.
+PLACE_ENDINGS = ("ford", "bury", "ley", "ton", "ham", "wick", "field", "worth", "stead", "combe", "mouth",
+                 "by", "thorpe", "dale", "well", "borough", "den", "hurst", "cote", "stow", "brook",
+                 "minster", "more", "bridge")
+
+HOLMES = [
+    AnchorRequest("Sherlock Holmes", "person", ("Mr. Sherlock Holmes",)),
+    AnchorRequest("Sherlock", "person"),
+    AnchorRequest("Holmes", "person"),
+    AnchorRequest("Mr. Holmes", "person"),
+    AnchorRequest("Holmes's", "person"),
+    AnchorRequest("HOLMES", "person"),
+]
+BASKERVILLE = [
+    AnchorRequest("Sir Henry Baskerville", "person"),
+    AnchorRequest("Baskerville Hall", "place"),
+    AnchorRequest("The Hound of the Baskervilles", "work_title"),
+]
+
+
+def offline(requests, n=N, seed=0, forbidden=NONE) -> dict[str, list[str]]:
+    return OfflineProposer().propose(list(requests), n=n, seed=seed, forbidden=forbidden)
+
+
+def new_words(translation: str, anchor: str) -> set[str]:
+    return word_keys(translation) - word_keys(anchor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline proposer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_variants_of_one_entity_take_the_same_substitutes_in_every_world():
+    out = offline(HOLMES)
+    for i in range(N):
+        first, last = out["Sherlock"][i], out["Holmes"][i]
+        assert out["Sherlock Holmes"][i] == f"{first} {last}"
+        assert out["Mr. Holmes"][i] == f"Mr. {last}"
+        assert out["Holmes's"][i] == f"{last}'s"
+        assert out["HOLMES"][i] == last.upper()
+        assert re.fullmatch(r"[A-Z][a-z]+", first) and re.fullmatch(r"[A-Z][a-z]+", last)
+    for anchor, translations in out.items():
+        assert not any({"sherlock", "holmes"} & word_keys(t) for t in translations), anchor
+
+
+def test_every_anchor_gets_n_distinct_index_aligned_translations():
+    for n in (1, 5):
+        out = offline(HOLMES + BASKERVILLE, n=n)
+        assert set(out) == {r.anchor for r in HOLMES + BASKERVILLE}
+        for anchor, translations in out.items():
+            assert len(translations) == n and all(isinstance(t, str) and t for t in translations)
+            assert len(set(translations)) == n, anchor  # a token's substitute differs between worlds
+            assert anchor not in translations
+
+
+def test_same_seed_same_translations_other_seed_other_translations():
+    requests = HOLMES + BASKERVILLE
+    assert offline(requests, seed=7) == offline(list(reversed(requests)), seed=7)  # order does not matter
+    assert offline(requests, seed=7) != offline(requests, seed=8)
+
+
+def test_adding_an_unrelated_anchor_leaves_the_others_unchanged():
+    for seed in range(5):
+        before = offline(HOLMES + BASKERVILLE, seed=seed)
+        after = offline(HOLMES + BASKERVILLE + [AnchorRequest("Irene Adler", "person")], seed=seed)
+        assert {a: t for a, t in after.items() if a != "Irene Adler"} == before
+
+
+def test_a_token_takes_a_different_substitute_in_every_world():
+    # 20 worlds drawn from 25 free initials would repeat one by chance; they must not.
+    out = offline([AnchorRequest("John H. Watson", "person")], n=20)
+    assert len({t.split()[1] for t in out["John H. Watson"]}) == 20
+
+
+def crowded_surnames() -> tuple[list[AnchorRequest], frozenset[str]]:
+    """12 surname tokens and only 8 free surnames: collisions are certain."""
+    names = sorted(n for n in SURNAMES if n.isalpha())
+    requests = [AnchorRequest(f"Mr. Zq{chr(97 + k)}", "person") for k in range(12)]
+    return requests, frozenset(n.casefold() for n in names[8:])
+
+
+def test_translations_do_not_depend_on_the_process_hash_seed():
+    # Set iteration order changes with PYTHONHASHSEED; collision resolution must not follow it.
+    script = (
+        "import json; from tests.core.test_translation import crowded_surnames, offline; "
+        "requests, forbidden = crowded_surnames(); "
+        "print(json.dumps(offline(requests, n=3, seed=1, forbidden=forbidden), sort_keys=True))"
+    )
+    other = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    requests, forbidden = crowded_surnames()
+    assert json.loads(other.stdout) == offline(requests, n=3, seed=1, forbidden=forbidden)
+
+
+def test_distinct_tokens_never_share_a_substitute_within_a_world():
+    surnames = sorted(n for n in SURNAMES if n.isalpha())[:60]
+    requests = [AnchorRequest(name, "person") for name in surnames]
+    out = offline(requests)
+    for i in range(N):
+        substitutes = [out[name][i] for name in surnames]
+        assert len(set(substitutes)) == len(substitutes)
+        # The anchors are themselves pool names: no substitute may be a word of any anchor.
+        assert not {s.casefold() for s in substitutes} & {n.casefold() for n in surnames}
+
+
+def test_no_substitute_is_a_forbidden_word_even_when_the_pools_run_short():
+    keep = sorted(n for n in SURNAMES if n.isalpha())[:5]  # all but five surnames forbidden
+    forbidden = frozenset(n.casefold() for n in (SURNAMES | FEMALE | MALE) if n not in keep)
+    requests = [AnchorRequest(f"Mr. Zq{chr(97 + k)}", "person") for k in range(12)]  # 12 surnames
+    requests += [AnchorRequest("Ottoline Zqb", "person")]
+    out = offline(requests, forbidden=forbidden)
+    for i in range(N):
+        seen = set()
+        for request in requests:
+            for key in new_words(out[request.anchor][i], request.anchor):
+                assert key not in forbidden
+                seen.add(key)
+        # 13 tokens, 5 free surnames, no free first name: the rest come from the backup pools
+        assert len(seen) == 13
+
+
+def test_places_look_like_places_and_keep_their_generic_words():
+    requests = [
+        AnchorRequest("Baker Street", "place"), AnchorRequest("Baker", "place"),
+        AnchorRequest("221B Baker Street", "place"), AnchorRequest("Upper Norwood", "place"),
+    ]
+    out = offline(requests)
+    for i in range(N):
+        baker = out["Baker"][i]
+        assert out["Baker Street"][i] == f"{baker} Street"
+        assert out["221B Baker Street"][i] == f"221B {baker} Street"
+        upper, norwood = out["Upper Norwood"][i].split()
+        assert upper == "Upper"
+        for word in (baker, norwood):
+            assert re.fullmatch(r"[A-Z][a-z]+", word) and word.lower().endswith(PLACE_ENDINGS), word
+            assert word not in FEMALE | MALE
+
+
+def test_a_token_shared_across_kinds_shares_its_substitute():
+    families = [AnchorRequest("Baskervilles", "person"), AnchorRequest("Peter Carey", "person"),
+                AnchorRequest("Peters", "person")]
+    out = offline(BASKERVILLE + families)
+    for i in range(N):
+        sir, henry, baskerville = out["Sir Henry Baskerville"][i].split()
+        assert sir == "Sir" and henry != "Henry" and henry in MALE  # Henry is a male name
+        assert out["Baskerville Hall"][i] == f"{baskerville} Hall"
+        assert out["The Hound of the Baskervilles"][i].endswith(f" of the {baskerville}s")
+        assert out["Baskervilles"][i] == f"{baskerville}s"
+        # "Peters" is a surname of its own, not the plural of the first name Peter
+        assert out["Peters"][i] != out["Peter Carey"][i].split()[0] + "s"
+
+
+def test_work_titles_keep_function_words_casing_and_length():
+    titles = ["A Study in Scarlet", "The Sign of the Four", "THE VALLEY OF FEAR"]
+    out = offline([AnchorRequest(t, "work_title") for t in titles])
+    for title in titles:
+        source = title.split()
+        for translation in out[title]:
+            words = translation.split()
+            assert len(words) == len(source)
+            for position, (old, new) in enumerate(zip(source, words, strict=True)):
+                if old == "A":  # the article agrees with the new word: "A Study" -> "An Orchard"
+                    assert new == ("An" if words[position + 1][0] in "AEIOU" else "A")
+                elif old.casefold() in {"in", "the", "of"}:
+                    assert new == old
+                else:
+                    assert new.casefold() != old.casefold()
+                    assert new.isupper() if old.isupper() else new[0].isupper() and new[1:].islower()
+    # two different words of one title never become the same word
+    assert all(t.split()[1] != t.split()[4] for t in out["The Sign of the Four"])
+
+
+def test_a_content_word_shared_by_two_titles_gets_one_substitute():
+    out = offline([AnchorRequest("The Silent Heron", "work_title"), AnchorRequest("Heron Tales", "work_title")])
+    for left, right in zip(out["The Silent Heron"], out["Heron Tales"], strict=True):
+        assert left.split()[-1] == right.split()[0]
+
+
+def test_gender_of_first_names_is_kept():
+    requests = [
+        AnchorRequest("Irene Adler", "person"),         # Irene: a female name in faker's lists
+        AnchorRequest("Miss Violet Smyke", "person"),   # Violet: not listed, Miss says female
+        AnchorRequest("Mr. Jabez Wilkes", "person"),    # Jabez: not listed, Mr. says male
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Irene Adler"][i].split()[0] in FEMALE
+        assert out["Miss Violet Smyke"][i].split()[1] in FEMALE
+        assert out["Mr. Jabez Wilkes"][i].split()[1] in MALE
+
+
+def test_initials_map_to_other_initials_and_roman_numerals_stay():
+    out = offline([AnchorRequest("John H. Watson", "person"), AnchorRequest("Charles II", "person")])
+    for translation in out["John H. Watson"]:
+        first, initial, last = translation.split()
+        assert re.fullmatch(r"[A-Z]\.", initial) and initial != "H."
+    assert all(t.endswith(" II") and not t.startswith("Charles") for t in out["Charles II"])
+
+
+def test_an_anchor_without_a_proper_name_is_still_translated():
+    out = offline([AnchorRequest("Hall", "other"), AnchorRequest("Baskerville Hall", "place"),
+                   AnchorRequest("the Colonel", "person"), AnchorRequest("Of The", "work_title")])
+    assert all(t != "Hall" and " " not in t for t in out["Hall"])
+    assert all(t.startswith("the ") and t != "the Colonel" for t in out["the Colonel"])
+    assert all(len(t.split()) == 2 and t != "Of The" for t in out["Of The"])
+    assert all(t.endswith(" Hall") for t in out["Baskerville Hall"])  # "Hall" stays generic there
+
+
+def test_an_anchor_without_words_is_an_error():
+    with pytest.raises(ProposerError, match="1887"):
+        offline([AnchorRequest("1887", "other")])
+
+
+def test_forbidden_vocabulary_holds_capitalised_corpus_words_and_every_anchor_word():
+    vocabulary = forbidden_vocabulary(
+        ["Holmes's pipe lay on the table. A cab; I saw Mrs. Hudson and Watson."], ["Baker street", "H. Watson"]
+    )
+    assert {"holmes", "mrs", "hudson", "watson", "baker", "street", "h"} <= vocabulary
+    assert not {"pipe", "table", "a", "i", "holmes's"} & vocabulary
+
+
+# ---------------------------------------------------------------------------------------------
+# propose_translations and make_proposer
+# ---------------------------------------------------------------------------------------------
+
+
+class ShortProposer:
+    name = "short"
+
+    def propose(self, requests, *, n, seed, forbidden):
+        return {r.anchor: ["Only one"] for r in requests}
+
+
+def test_propose_translations_keeps_input_order_and_refuses_bad_proposer_output():
+    requests = [HOLMES[2], BASKERVILLE[1], HOLMES[0]]
+    result = propose_translations(requests, proposer=OfflineProposer(), n=2, seed=0, forbidden=NONE)
+    assert [anchor for anchor, _, _ in result] == [r.anchor for r in requests]
+    assert all(len(ts) == 2 and name == "offline" for _, ts, name in result)
+    with pytest.raises(ProposerError, match="short"):
+        propose_translations(requests, proposer=ShortProposer(), n=2, seed=0, forbidden=NONE)
+    with pytest.raises(ValueError, match="twice"):
+        propose_translations([HOLMES[2], HOLMES[2]], proposer=OfflineProposer(), n=2, seed=0, forbidden=NONE)
+
+
+def test_make_proposer_reads_the_key_from_env_file(tmp_path: Path, monkeypatch):
+    assert make_proposer(TranslationParams(), root=tmp_path).name == "offline"
+    monkeypatch.delenv("WHP_TEST_KEY", raising=False)
+    (tmp_path / ".env").write_text("WHP_TEST_KEY=sk-from-dotenv\n")
+    settings = TranslationParams(
+        proposer="openai", openai={"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "WHP_TEST_KEY"}
+    )
+    proposer = make_proposer(settings, root=tmp_path)
+    assert isinstance(proposer, OpenAICompatibleProposer) and proposer.name == "openai:m"
+    assert proposer._api_key == "sk-from-dotenv"
+    assert "sk-from-dotenv" not in repr(proposer)
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAI-compatible proposer against a real local HTTP server
+# ---------------------------------------------------------------------------------------------
+
+API_KEY = "sk-test-secret-4242"
+Reply = Callable[[dict], tuple[int, str]]
+
+
+@contextmanager
+def chat_server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
+    """A /v1/chat/completions server on 127.0.0.1; yields its base URL and the requests it got."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
+            status, text = reply(body)
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def completion(content: str) -> tuple[int, str]:
+    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+
+def openai_proposer(base_url: str, batch_size: int = 2) -> OpenAICompatibleProposer:
+    settings = OpenAIProposerParams(base_url=base_url, model="test-model", timeout_s=5, batch_size=batch_size)
+    return OpenAICompatibleProposer(settings, API_KEY)
+
+
+REQUESTS = [
+    AnchorRequest("Mr. Jonathan Pike", "person"), AnchorRequest("Pike", "person"),
+    AnchorRequest("Greyholt", "place"), AnchorRequest("Tessaly Row", "place"),
+]
+GOOD = {
+    "Mr. Jonathan Pike": ["Mr. Edward Hale", "Mr. Walter Finch"], "Pike": ["Hale", "Finch"],
+    "Greyholt": ["Ambridge", "Lowmoor"], "Tessaly Row": ["Carden Row", "Vessey Row"],
+}
+
+
+def test_good_replies_are_used_in_batches_with_the_key_as_bearer_token():
+    content = "Here you are:\n```json\n" + json.dumps(GOOD) + "\n```"
+    with chat_server(lambda body: completion(content)) as (url, seen):
+        result = collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=3, forbidden=NONE)
+    assert {p.anchor: list(p.translations) for p in result} == GOOD
+    assert {p.proposer for p in result} == {"openai:test-model"} and not any(p.refused for p in result)
+    assert len(seen) == 2  # four anchors, batches of two, Pike's entity kept together
+    assert {r["path"] for r in seen} == {"/v1/chat/completions"}
+    assert {r["authorization"] for r in seen} == {f"Bearer {API_KEY}"}
+    assert seen[0]["body"]["model"] == "test-model" and seen[0]["body"]["seed"] == 3
+    assert "Mr. Jonathan Pike" in seen[0]["body"]["messages"][-1]["content"]
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (["Hale"], "1 translations"),
+    (["Pike", "Finch"], "equals the anchor"),
+    (["Sutton", "Finch"], "Sutton"),  # a capitalised word of the corpora
+    (None, "missing"),
+])
+def test_a_bad_entry_falls_back_to_offline_for_its_whole_entity_and_is_marked(bad, reason):
+    reply = {**GOOD, "Pike": bad}
+    if bad is None:
+        del reply["Pike"]
+    forbidden = frozenset({"sutton"})
+    with chat_server(lambda body: completion(json.dumps(reply))) as (url, _):
+        result = {p.anchor: p for p in collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=0,
+                                                         forbidden=forbidden)}
+    assert result["Pike"].proposer == "offline" and reason in result["Pike"].refused
+    # Mr. Jonathan Pike shares the name Pike: it falls back too, so the entity stays consistent.
+    assert result["Mr. Jonathan Pike"].proposer == "offline" and "Pike" in result["Mr. Jonathan Pike"].refused
+    for i in range(2):
+        assert result["Mr. Jonathan Pike"].translations[i].endswith(" " + result["Pike"].translations[i])
+    for anchor in ("Greyholt", "Tessaly Row"):
+        assert result[anchor].proposer == "openai:test-model" and list(result[anchor].translations) == GOOD[anchor]
+    # the fallback never takes a substitute the model gave to another entity
+    taken = {w for anchor in ("Greyholt", "Tessaly Row") for t in GOOD[anchor] for w in word_keys(t)} - {"row"}
+    assert not taken & {w for t in result["Pike"].translations for w in word_keys(t)}
+
+
+def test_the_fallback_never_takes_a_name_the_model_gave_another_entity():
+    would_be = offline(REQUESTS, n=2)["Pike"]  # the offline substitutes of Pike, without a reply
+    reply = {**GOOD, "Greyholt": would_be}
+    del reply["Pike"]
+    with chat_server(lambda body: completion(json.dumps(reply))) as (url, _):
+        result = {p.anchor: p for p in collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=0,
+                                                         forbidden=NONE)}
+    assert result["Greyholt"].proposer == "openai:test-model" and list(result["Greyholt"].translations) == would_be
+    assert result["Pike"].proposer == "offline"
+    assert not set(result["Pike"].translations) & set(would_be)
+
+
+def test_a_reply_without_json_falls_back_for_the_batch():
+    with chat_server(lambda body: completion("Sorry, I cannot help with that.")) as (url, _):
+        result = propose_translations(REQUESTS, proposer=openai_proposer(url, batch_size=10), n=2, seed=0,
+                                      forbidden=NONE)
+    assert {name for _, _, name in result} == {"offline"}
+
+
+def test_an_http_error_raises_naming_the_url_and_status_but_never_the_key():
+    # The server echoes the Authorization header in its error body, as some proxies do.
+    def fail(body):
+        return 500, json.dumps({"error": f"internal error (auth was Bearer {API_KEY})"})
+
+    with chat_server(fail) as (url, _):
+        with pytest.raises(ProposerError) as caught:
+            openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
+    message = str(caught.value)
+    assert f"{url}/chat/completions" in message and "500" in message
+    assert API_KEY not in message
+
+
+def test_an_unreachable_endpoint_raises_naming_the_url_but_never_the_key():
+    with socket.socket() as probe:  # a port that was free a moment ago and is closed now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(ProposerError) as caught:
+        openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
+    assert f"{url}/chat/completions" in str(caught.value) and "unreachable" in str(caught.value)
+    assert API_KEY not in str(caught.value)
+
+
+def test_a_non_chat_response_raises():
+    with chat_server(lambda body: (200, json.dumps({"object": "list", "data": []}))) as (url, _):
+        with pytest.raises(ProposerError, match="not a chat completion"):
+            openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
