@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.stage import run_stage
+from pipeline.core.padding import right_pad
 from pipeline.core.generic import block_labels, gather_aligned, used_translation_entries
 from pipeline.models import load_model, pick_device
 from pipeline.paths import BASELINE, REINFORCED
@@ -40,16 +41,6 @@ PARAMS = ("generic_labels",)
 WORK = Path("data/.generic_labels-work")
 
 
-def _pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def label_batch(blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[float], top_k: int, pad_id: int = 0) -> list[dict]:
     """Rows of ``generic_labels`` for a batch of ``blocks`` (columns of schemas/blocks.py).
@@ -59,8 +50,8 @@ def label_batch(blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[
     """
     device = next(reinforced.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    original, original_mask = _pad(blocks["input_ids"].tolist(), pad_id)
-    translated, translated_mask = _pad(blocks["translated_ids"].tolist(), pad_id)
+    original, original_mask = right_pad(blocks["input_ids"].tolist(), pad_id)
+    translated, translated_mask = right_pad(blocks["translated_ids"].tolist(), pad_id)
     with autocast:
         reinforced_logits = reinforced(input_ids=original.to(device), attention_mask=original_mask.to(device)).logits
         baseline_logits = baseline(input_ids=translated.to(device), attention_mask=translated_mask.to(device)).logits

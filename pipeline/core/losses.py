@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.padding import stack_right_padded
 from schemas.dataset import IGNORE
 
 LabelType = Literal["hard", "soft", "mixed"]
@@ -176,7 +177,7 @@ class UnlearningLoss:
         if "retain_input_ids" not in batch:
             raise ValueError("the retain term is on but the micro-batch has no retain_input_ids")
         retain_ids, retain_attention = batch["retain_input_ids"], batch["retain_attention_mask"]
-        both_ids, both_attention = _stack_right_padded([ids, retain_ids], [attention, retain_attention])
+        both_ids, both_attention = stack_right_padded([ids, retain_ids]), stack_right_padded([attention, retain_attention])
         logits = model(input_ids=both_ids, attention_mask=both_attention, use_cache=False).logits
         b, t, t_retain = ids.shape[0], ids.shape[1], retain_ids.shape[1]
         forget_sum, forget_n = forget_loss(
@@ -197,12 +198,3 @@ class UnlearningLoss:
         if retain_n == 0 or forget_n == 0:
             return forget_sum, forget_n
         return forget_sum + self.retain_weight * (retain_sum / retain_n) * forget_n, forget_n
-
-
-def _stack_right_padded(ids: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate ``[b_i, t_i]`` batches along the batch axis, right-padding to the longest
-    ``t`` (padding: id 0, attention 0)."""
-    longest = max(t.shape[1] for t in ids)
-    padded_ids = [F.pad(t, (0, longest - t.shape[1]), value=0) for t in ids]
-    padded_masks = [F.pad(m, (0, longest - m.shape[1]), value=0) for m in masks]
-    return torch.cat(padded_ids), torch.cat(padded_masks)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.core.padding import right_pad
+
 # --------------------------------------------------------------------------- probabilities
 
 
@@ -56,17 +58,6 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _right_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``input_ids`` and ``attention_mask``, both ``[b, max_len]`` int64, padding on the right."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def score_answers(
     model: torch.nn.Module, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], *,
@@ -84,7 +75,7 @@ def score_answers(
     scores: list[AnswerScore] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        ids, mask = _right_padded([list(p) + list(a) for p, a in chunk], pad_id)
+        ids, mask = right_pad([list(p) + list(a) for p, a in chunk], pad_id)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # [b, t, V]
         for row, (prompt, answer) in enumerate(chunk):
             positions = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1, device=logits.device)
@@ -135,7 +126,7 @@ def token_logprobs(
     step = max(1, min(batch_size, max_batch_tokens // longest))
     for start in range(0, len(blocks), step):
         chunk = blocks[start : start + step]
-        ids, mask = _right_padded(chunk, pad_id)
+        ids, mask = right_pad(chunk, pad_id)
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # [b, t-1, V]
         # log p = logit(target) - logsumexp(logits): no second [b, t, V] tensor (log_softmax's)
