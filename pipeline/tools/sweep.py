@@ -1,15 +1,21 @@
-"""The parameter sweep behind the README's frontier plot: familiarity against retain perplexity.
+"""The parameter sweep behind the frontier plot: forgetting against what the model must keep.
 
 ``profiles/sweep.yaml`` lists the points, each a set of overrides of ``params.yaml`` (``{}`` is
-the default point). ``python -m pipeline.tools.sweep run`` runs every point as a DVC experiment in
-the workspace (``dvc exp run --name sweep-<slug> -S key=value ...``; DVC reruns only the stages
-whose parameters changed, usually ``dataset``, ``finetune`` and ``evaluate@unlearned``) and
-appends the point's metrics to ``reports/sweep.csv`` as soon as it finishes, so an interrupted
-sweep resumes at the first point without a row. Each point starts from the original
-``params.yaml``, which is put back at the end, and a final ``dvc repro`` restores the default
-outputs (from DVC's run cache, without training).
-``python -m pipeline.tools.sweep report`` writes ``reports/sweep.md`` (the table) and
-``reports/sweep.png`` (the plot, with the baseline and the reinforced model as references).
+the default point). The sweep runs through DVC's experiment queue, so the workspace and git stay
+usable while it runs:
+
+* ``python -m pipeline.tools.sweep queue`` validates every point, then queues each one that has
+  no experiment yet (``dvc exp run --queue --name sweep-<slug> -S key=value ...``);
+* ``python -m pipeline.tools.sweep start`` starts the queue's worker (``dvc queue start -j 1``:
+  one at a time, each experiment in its own temporary copy; DVC's run cache skips every stage
+  whose inputs did not change);
+* ``python -m pipeline.tools.sweep collect`` reads every ``sweep-*`` experiment from
+  ``dvc exp show --json`` into ``reports/sweep.csv`` (a point that failed or is still queued has
+  no row), and ``report`` writes ``reports/sweep.md`` (the table) and ``reports/sweep.png`` (the
+  frontier, with the baseline and the point that matches ``params.yaml`` marked);
+* ``run`` does all of it and waits for the queue.
+
+An interrupted sweep resumes: ``queue`` skips the points that already have an experiment.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import csv
 import json
 import subprocess
 import sys
+import time
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +33,26 @@ import yaml
 
 from pipeline.errors import ParamsError
 from pipeline.params import PARAMS_FILE, parse_params
-from pipeline.tools.profiles import dvc_set_args, flatten, merge
 from pipeline.store import atomic_write_text
+from pipeline.tools.profiles import dvc_set_args, flatten, merge
 
 SWEEP_FILE = Path("profiles/sweep.yaml")
 RESULTS = Path("reports/sweep.csv")
 TABLE, PLOT = Path("reports/sweep.md"), Path("reports/sweep.png")
-METRICS = Path("metrics/evaluation")
-# Columns of the table: the swept parameters, then what was measured on the unlearned model.
-PARAMETERS = ("dataset.alpha", "finetune.label_type", "finetune.learning_rate", "finetune.retain.weight")
-MEASURES = ("familiarity_top1_rate", "familiarity_mean_prob", "completion_familiarity", "retain_perplexity",
-            "general_top1_rate", "min_k_auc")
+UNLEARNED_METRICS = "metrics/evaluation/unlearned.json"
+BASELINE_METRICS = "metrics/evaluation/baseline.json"
+# What the table and the plot show of the unlearned model (keys of its metrics file), with a
+# short header; the plot's axes are the first two.
+MEASURES = {
+    "familiarity_mean_prob": "mean p(answer)",
+    "retain_perplexity": "retain ppl",
+    "familiarity_top1_rate": "familiarity top-1",
+    "completion_familiarity": "completion familiarity",
+    "verbatim_rouge_l_trained": "verbatim ROUGE-L",
+    "near_top1_rate": "near top-1",
+    "general_top1_rate": "general top-1",
+}
+PREFIX = "sweep-"
 
 
 def unflatten(point: dict[str, Any]) -> dict[str, Any]:
@@ -53,9 +70,9 @@ def unflatten(point: dict[str, Any]) -> dict[str, Any]:
 def slug(point: dict[str, Any]) -> str:
     """A stable experiment name for a point: ``sweep-default``, ``sweep-alpha-2.5-weight-0.0``."""
     if not point:
-        return "sweep-default"
+        return f"{PREFIX}default"
     parts = [f"{key.rsplit('.', 1)[-1].replace('_', '')}-{value}" for key, value in sorted(point.items())]
-    return "sweep-" + "-".join(parts).replace("/", "_")
+    return PREFIX + "-".join(parts).replace("/", "_")
 
 
 def read_points(root: Path = Path(".")) -> list[dict[str, Any]]:
@@ -68,16 +85,41 @@ def read_points(root: Path = Path(".")) -> list[dict[str, Any]]:
     base = yaml.safe_load((root / PARAMS_FILE).read_text(encoding="utf-8"))
     for number, point in enumerate(points, start=1):
         parse_params(merge(base, unflatten(point)), source=f"{PARAMS_FILE} with {path} point {number}")
+    names = [slug(p) for p in points]
+    if len(set(names)) != len(names):
+        raise ParamsError(f"{path}: two points have the same name: {sorted(n for n in names if names.count(n) > 1)[0]}")
     return points
 
 
-def point_row(point: dict[str, Any], params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    """One row of ``reports/sweep.csv``: the point's name, its swept parameters, its measures."""
+def swept_keys(points: list[dict[str, Any]]) -> list[str]:
+    """Every parameter some point changes, in first-seen order: the table's parameter columns."""
+    keys: list[str] = []
+    for point in points:
+        keys += [key for key in point if key not in keys]
+    return keys
+
+
+def experiments(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``dvc exp show --json`` -> ``{name: {"params": ..., "metrics": {file: data}}}`` for every
+    finished experiment whose name starts with ``sweep-`` (failed or queued ones are left out)."""
+    found: dict[str, dict[str, Any]] = {}
+    for baseline in show:
+        for group in baseline.get("experiments") or []:
+            for rev in group.get("revs") or []:
+                name, data = rev.get("name") or "", rev.get("data") or {}
+                if not name.startswith(PREFIX) or rev.get("error") or not data.get("metrics"):
+                    continue
+                metrics = {path: entry.get("data") for path, entry in data["metrics"].items() if "data" in entry}
+                params = ((data.get("params") or {}).get(str(PARAMS_FILE)) or {}).get("data") or {}
+                if UNLEARNED_METRICS in metrics:
+                    found.setdefault(name, {"params": params, "metrics": metrics})
+    return found
+
+
+def point_row(name: str, keys: list[str], params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One row of ``reports/sweep.csv``: the point's name, the swept parameters, its measures."""
     leaves = dict(flatten(params))
-    row = {"point": slug(point)}
-    row.update({key: leaves.get(key) for key in PARAMETERS})
-    row.update({key: metrics.get(key) for key in MEASURES})
-    return row
+    return {"point": name, **{key: leaves.get(key) for key in keys}, **{key: metrics.get(key) for key in MEASURES}}
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
@@ -87,88 +129,125 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
-    from io import StringIO
-
+def write_results(path: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
     buffer = StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["point", *PARAMETERS, *MEASURES], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=["point", *keys, *MEASURES], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
 
 
-def run(root: Path = Path(".")) -> None:
+def _dvc(root: Path, *args: str, capture: bool = False) -> str:
+    result = subprocess.run(["dvc", *args], cwd=root, check=True, text=True,
+                            stdout=subprocess.PIPE if capture else None)
+    return result.stdout or ""
+
+
+def _show(root: Path) -> list[dict[str, Any]]:
+    return json.loads(_dvc(root, "exp", "show", "--json", capture=True) or "[]")
+
+
+def queue(root: Path = Path(".")) -> list[str]:
+    """Queue every point that has no experiment yet; returns the names queued."""
     points = read_points(root)
-    results = root / RESULTS
-    params_file = root / PARAMS_FILE
-    # `dvc exp run -S` edits params.yaml in place; every point starts from the original text.
-    original = params_file.read_text(encoding="utf-8")
-    done = {row["point"] for row in read_results(results)}
-    try:
-        for point in points:
-            name = slug(point)
-            if name in done:
-                print(f"{name}: done already ({RESULTS})")
-                continue
-            atomic_write_text(params_file, original)
-            args = dvc_set_args(flatten(unflatten(point))) if point else []
-            print(f"{name}: dvc exp run {' '.join(args)}", flush=True)
-            subprocess.run(["dvc", "exp", "run", "--name", name, *args], cwd=root, check=True)
-            params = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-            metrics = json.loads((root / METRICS / "unlearned.json").read_text(encoding="utf-8"))
-            write_results(results, read_results(results) + [point_row(point, params, metrics)])
-            done.add(name)
-    finally:
-        atomic_write_text(params_file, original)
-    # Leave the outputs on the default parameters too (DVC's run cache restores them).
-    subprocess.run(["dvc", "repro"], cwd=root, check=True)
+    existing = set(experiments(_show(root)))
+    queued = []
+    for point in points:
+        name = slug(point)
+        if name in existing:
+            print(f"{name}: has an experiment already", flush=True)
+            continue
+        args = dvc_set_args(flatten(unflatten(point))) if point else []
+        _dvc(root, "exp", "run", "--queue", "--name", name, *args)
+        queued.append(name)
+    return queued
 
 
-def _number(value: str | None) -> float | None:
+def start(root: Path = Path("."), *, jobs: int = 1) -> None:
+    _dvc(root, "queue", "start", "--jobs", str(jobs))
+
+
+def wait(root: Path = Path("."), *, poll_s: float = 30.0) -> None:
+    """Until no task is queued or running (``dvc queue status``)."""
+    while True:
+        status = _dvc(root, "queue", "status", capture=True)
+        if not any(word in status for word in (" Queued", " Running")):
+            return
+        time.sleep(poll_s)
+
+
+def collect(root: Path = Path(".")) -> list[dict[str, Any]]:
+    """Every finished sweep experiment, in the order of the points, into ``reports/sweep.csv``."""
+    points = read_points(root)
+    keys = swept_keys(points)
+    found = experiments(_show(root))
+    rows = [point_row(slug(p), keys, found[slug(p)]["params"], found[slug(p)]["metrics"][UNLEARNED_METRICS])
+            for p in points if slug(p) in found]
+    write_results(root / RESULTS, rows, keys)
+    baseline = next((e["metrics"].get(BASELINE_METRICS) for e in found.values() if e["metrics"].get(BASELINE_METRICS)), None)
+    if baseline is not None:
+        atomic_write_text(root / RESULTS.with_name("sweep_baseline.json"), json.dumps(baseline, indent=1, sort_keys=True) + "\n")
+    return rows
+
+
+def _number(value: Any) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
-def table(rows: list[dict[str, str]], references: dict[str, dict[str, Any]]) -> str:
-    """The README/report table: references first, then every sweep point."""
-    header = ["point", "alpha", "labels", "lr", "retain weight", "familiarity top-1", "mean p(answer)",
-              "completion familiarity", "retain ppl", "general top-1", "Min-K% AUC"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _format(key: str, value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return ""
+    return f"{number:.1%}" if key.endswith("_rate") else f"{number:.3g}"
 
-    def measures(source: dict[str, Any]) -> list[str]:
-        out = []
-        for key in MEASURES:
-            value = _number(source.get(key)) if isinstance(source.get(key), str) else source.get(key)
-            out.append("" if value is None else (f"{value:.1%}" if key.endswith("_rate") else f"{value:.3g}"))
-        return out
 
-    for name, metrics in references.items():
-        lines.append("| " + " | ".join([f"*{name}*", "", "", "", "", *measures(metrics)]) + " |")
+def chosen_point(rows: list[dict[str, str]], keys: list[str], params: dict[str, Any]) -> str | None:
+    """The point whose swept parameters equal ``params.yaml``'s: the shipped default."""
+    leaves = {key: str(value) for key, value in flatten(params)}
     for row in rows:
-        lines.append("| " + " | ".join([row["point"], row["dataset.alpha"], row["finetune.label_type"],
-                                        row["finetune.learning_rate"], row["finetune.retain.weight"], *measures(row)]) + " |")
+        if all(leaves.get(key) == row.get(key) for key in keys):
+            return row["point"]
+    return None
+
+
+def table(rows: list[dict[str, str]], keys: list[str], baseline: dict[str, Any] | None, chosen: str | None) -> str:
+    """The report's table: the baseline first, then every point; the shipped default in bold."""
+    header = ["point", *(key.split(".", 1)[-1] for key in keys), *MEASURES.values()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if baseline is not None:
+        lines.append("| " + " | ".join(["*baseline*", *([""] * len(keys)),
+                                        *(_format(k, baseline.get(k)) for k in MEASURES)]) + " |")
+    for row in rows:
+        name = f"**{row['point']}** (default)" if row["point"] == chosen else row["point"]
+        lines.append("| " + " | ".join([name, *(row.get(k) or "" for k in keys),
+                                        *(_format(k, row.get(k)) for k in MEASURES)]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict[str, str]], references: dict[str, dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: str | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    x_key, y_key = list(MEASURES)[:2]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for row in rows:
-        x, y = _number(row["familiarity_top1_rate"]), _number(row["retain_perplexity"])
-        if x is not None and y is not None:
-            axes.scatter(x, y, color="tab:blue")
-            axes.annotate(row["point"].removeprefix("sweep-"), (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    for (name, metrics), colour in zip(references.items(), ("black", "tab:red")):
-        axes.scatter(metrics["familiarity_top1_rate"], metrics["retain_perplexity"], marker="s", color=colour, label=name)
-    axes.set_xlabel("familiarity: top-1 rate of the true continuation (lower = forgotten)")
-    axes.set_ylabel("retain perplexity (lower = kept)")
-    axes.legend()
+        x, y = _number(row.get(x_key)), _number(row.get(y_key))
+        if x is None or y is None:
+            continue
+        is_chosen = row["point"] == chosen
+        axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
+                     s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
+        axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    if baseline is not None and _number(baseline.get(x_key)) is not None:
+        axes.scatter(baseline[x_key], baseline[y_key], marker="s", color="black", label="baseline")
+    axes.set_xlabel(f"{MEASURES[x_key]} on the familiarity probes (lower = forgotten)")
+    axes.set_ylabel(f"{MEASURES[y_key]} (lower = kept)")
+    axes.legend(loc="best", fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -181,20 +260,27 @@ def report(root: Path = Path(".")) -> None:
     rows = read_results(root / RESULTS)
     if not rows:
         raise ParamsError(f"{root / RESULTS}: no sweep results yet (run `python -m pipeline.tools.sweep run`)")
-    references = {}
-    for name in ("baseline", "reinforced"):
-        path = root / METRICS / f"{name}.json"
-        if path.exists():
-            references[name] = json.loads(path.read_text(encoding="utf-8"))
-    atomic_write_text(root / TABLE, table(rows, references))
-    plot(rows, references, root / PLOT)
+    keys = swept_keys(read_points(root))
+    baseline_file = root / RESULTS.with_name("sweep_baseline.json")
+    baseline = json.loads(baseline_file.read_text(encoding="utf-8")) if baseline_file.exists() else None
+    chosen = chosen_point(rows, keys, yaml.safe_load((root / PARAMS_FILE).read_text(encoding="utf-8")))
+    atomic_write_text(root / TABLE, table(rows, keys, baseline, chosen))
+    plot(rows, baseline, chosen, root / PLOT)
     print((root / TABLE).read_text(encoding="utf-8"))
 
 
+def run(root: Path = Path(".")) -> None:
+    queue(root)
+    start(root)
+    wait(root)
+    collect(root)
+    report(root)
+
+
 def main(argv: list[str]) -> int:
-    commands = {"run": run, "report": report}
+    commands = {"queue": queue, "start": start, "collect": collect, "report": report, "run": run}
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: python -m pipeline.tools.sweep run|report", file=sys.stderr)
+        print(f"usage: python -m pipeline.tools.sweep {'|'.join(commands)}", file=sys.stderr)
         return 2
     try:
         commands[argv[0]]()

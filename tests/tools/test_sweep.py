@@ -1,15 +1,19 @@
-"""The sweep's pure parts: points validated against params.yaml, stable names, the table."""
+"""The sweep: points validated against params.yaml, stable names, and a real DVC experiment queue."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.tools.sweep import point_row, read_points, read_results, slug, table, unflatten, write_results
-
-ROOT = Path(__file__).resolve().parents[2]
+from pipeline.tools import sweep
+from pipeline.tools.sweep import (
+    chosen_point, point_row, read_points, read_results, slug, swept_keys, table, unflatten, write_results,
+)
+from tests.conftest import REPO, run
 
 
 def test_unflatten_nests_dotted_keys():
@@ -24,27 +28,76 @@ def test_slug_is_stable_and_names_the_default():
 
 
 def test_the_shipped_sweep_is_valid_and_starts_with_the_default():
-    points = read_points(ROOT)
+    points = read_points(REPO)
     assert points[0] == {}
     assert len({slug(p) for p in points}) == len(points)  # every point has its own experiment
 
 
 def test_a_point_with_an_invalid_value_is_refused_before_anything_runs(tmp_path: Path):
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     (tmp_path / "profiles" / "sweep.yaml").write_text("points:\n  - {}\n  - {dataset.alpha: 7.0}\n")
     with pytest.raises(ParamsError, match=r"point 2.*\n.*dataset.alpha \(7.0\) is not one of"):
         read_points(tmp_path)
 
 
-def test_results_round_trip_and_table_formats_rates_as_percentages(tmp_path: Path):
-    params = {"dataset": {"alpha": 5.0}, "finetune": {"label_type": "soft", "learning_rate": 1e-4, "retain": {"weight": 1.0}}}
-    metrics = {"familiarity_top1_rate": 0.25, "retain_perplexity": 21.456, "min_k_auc": 0.61}
+def test_swept_keys_are_the_union_in_first_seen_order():
+    assert swept_keys([{}, {"b": 1}, {"a": 2, "b": 3}]) == ["b", "a"]
+
+
+def test_results_round_trip_and_the_table_marks_the_default(tmp_path: Path):
+    keys = ["dataset.alpha", "finetune.learning_rate"]
+    params = {"dataset": {"alpha": 5.0}, "finetune": {"learning_rate": 1e-4}}
+    metrics = {"familiarity_top1_rate": 0.25, "retain_perplexity": 21.456}
     path = tmp_path / "sweep.csv"
-    write_results(path, [point_row({}, params, metrics)])
+    write_results(path, [point_row("sweep-default", keys, params, metrics),
+                         point_row("sweep-alpha-2.5", keys, {**params, "dataset": {"alpha": 2.5}}, metrics)], keys)
     rows = read_results(path)
-    assert rows[0]["point"] == "sweep-default" and rows[0]["finetune.retain.weight"] == "1.0"
-    text = table(rows, {"baseline": {"familiarity_top1_rate": 0.5, "retain_perplexity": 20.0}})
-    lines = text.splitlines()
+    assert [r["point"] for r in rows] == ["sweep-default", "sweep-alpha-2.5"] and rows[1]["dataset.alpha"] == "2.5"
+    chosen = chosen_point(rows, keys, {"dataset": {"alpha": 2.5}, "finetune": {"learning_rate": 1e-4}})
+    assert chosen == "sweep-alpha-2.5"
+    lines = table(rows, keys, {"familiarity_top1_rate": 0.5}, chosen).splitlines()
     assert lines[2].startswith("| *baseline* |") and "50.0%" in lines[2]
-    assert "| sweep-default | 5.0 | soft | 0.0001 | 1.0 | 25.0% |" in lines[3] and "21.5" in lines[3]
+    assert lines[4].startswith("| **sweep-alpha-2.5** (default) | 2.5 | 0.0001 |")
+    assert "25.0%" in lines[3] and "21.5" in lines[3]
+
+
+STAGE = """\
+import json, os, yaml
+p = yaml.safe_load(open("params.yaml"))
+os.makedirs("metrics/evaluation", exist_ok=True)
+alpha = p["dataset"]["alpha"]
+json.dump({"familiarity_mean_prob": 1 / alpha, "retain_perplexity": 20 + alpha},
+          open("metrics/evaluation/unlearned.json", "w"))
+json.dump({"familiarity_mean_prob": 0.5, "retain_perplexity": 20.0}, open("metrics/evaluation/baseline.json", "w"))
+"""
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_through_the_dvc_queue_and_leaves_the_workspace_alone(tmp_path: Path):
+    """Real `dvc exp run --queue` + `dvc queue start` on a one-stage project reading dataset.alpha."""
+    root = tmp_path / "project"
+    (root / "profiles").mkdir(parents=True)
+    params_text = (REPO / "params.yaml").read_text()
+    (root / "params.yaml").write_text(params_text)
+    (root / "stage.py").write_text(STAGE)
+    (root / "profiles" / "sweep.yaml").write_text("points:\n  - {}\n  - {dataset.alpha: 2.5}\n")
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": f"{sys.executable} stage.py", "deps": ["stage.py"], "params": ["dataset.alpha"],
+        "metrics": [{"metrics/evaluation/unlearned.json": {"cache": False}},
+                    {"metrics/evaluation/baseline.json": {"cache": False}}]}}}))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "toy"]):
+        run(cmd, root)
+
+    assert sweep.queue(root) == ["sweep-default", "sweep-alpha-2.5"]
+    sweep.start(root)
+    sweep.wait(root, poll_s=2)
+    rows = sweep.collect(root)
+    assert (root / "params.yaml").read_text() == params_text  # the workspace is untouched
+    by_name = {r["point"]: r for r in rows}
+    assert by_name["sweep-alpha-2.5"]["familiarity_mean_prob"] == pytest.approx(0.4)
+    assert by_name["sweep-default"]["retain_perplexity"] == pytest.approx(25.0)
+    assert sweep.queue(root) == []  # resumable: nothing left to queue
+    sweep.report(root)
+    assert "**sweep-default** (default)" in (root / "reports" / "sweep.md").read_text()
+    assert (root / "reports" / "sweep.png").stat().st_size > 0
