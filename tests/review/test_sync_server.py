@@ -15,15 +15,14 @@ from label_studio_sdk import LabelStudio
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.review.corrections import load_corrections
-from pipeline.review.linguistic import load_decisions
-from pipeline.review.sync import PROJECTS, ReviewError, find_project, pull, push, read_tasks, status
+from pipeline.review.projects import PROJECTS, ReviewError
+from pipeline.review.records import load_corrections, load_decisions
+from pipeline.review.sync import find_project, pull, push, status
+from pipeline.review.tasks import read_tasks
 from pipeline.store import read_manifest, write_dataset
 from schemas.anchors import DICTIONARY
 from schemas.corpus import PASSAGES
-from tests.conftest import TINY_TEXT, train_tiny_tokenizer
-from tests.studio import studio_server  # noqa: F401
-from tests.test_dataset import A, B, write_inputs
+from tests.conftest import BLOCK_A as A, BLOCK_B as B, TINY_TEXT, train_tiny_tokenizer, write_block_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
@@ -69,7 +68,7 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def client(studio_server) -> LabelStudio:  # noqa: F811
+def client(studio_server) -> LabelStudio:
     """The server's client, with no review project (``whp-anchors``, ...) left by an earlier test."""
     sdk = studio_server.client()
     titles = {project.title for project in PROJECTS.values()}
@@ -151,7 +150,7 @@ def test_push_annotate_pull(root, client):
 def test_linguistic_push_annotate_pull(root, client):
     """Uncertain generic labels -> tasks on the server (twice: no duplicates) -> a reviewer's
     verdicts through the API -> pull -> decisions the dataset stage can apply."""
-    write_inputs(root, confidence={A: [0.9, 0.1, 0.2, 0.9, 0.9, 0.9], B: [0.9, 0.9, 0.9, 0.9, 0.9, 0.3]})
+    write_block_inputs(root, confidence={A: [0.9, 0.1, 0.2, 0.9, 0.9, 0.9], B: [0.9, 0.9, 0.9, 0.9, 0.9, 0.3]})
     train_tiny_tokenizer(root / "models" / "baseline", TINY_TEXT * 5)
     assert push("linguistic", root, client)["created"] == 2
     assert push("linguistic", root, client)["unchanged"] == 2
@@ -243,7 +242,7 @@ def test_the_configurations_are_accepted_by_the_server(client):
         client.projects.delete(id=created.id)
 
 
-def test_cli_push_and_status(root, studio_server, client, monkeypatch):  # noqa: F811
+def test_cli_push_and_status(root, studio_server, client, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", studio_server.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio_server.api_key)
     runner = CliRunner()

@@ -1,0 +1,88 @@
+"""pipeline/review/sync.py without a server: pull's writes and refusals against a stand-in client."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from pipeline.review.projects import PROJECTS, ReviewError
+from pipeline.review.records import load_corrections
+from pipeline.review.sync import merge_corrections, pull, push
+from pipeline.review.tasks import write_tasks
+from tests.review.conftest import (
+    KEY, REPO, StandInStudio, annotation, edit, export, labels_state, proposed_result, span, tracked,
+)
+
+
+def test_projects_without_data_say_which_stage_to_run(tmp_path):
+    for name in PROJECTS:
+        (tmp_path / "labels" / name).mkdir(parents=True)
+        (tmp_path / "labels" / name / "config.xml").write_bytes((REPO / "labels" / name / "config.xml").read_bytes())
+    with pytest.raises(ReviewError, match="no data yet: run the generic_labels stage"):
+        push("linguistic", tmp_path, client=None)
+    with pytest.raises(ReviewError, match="no data yet: run the evaluate stage"):
+        push("evaluation", tmp_path, client=None)
+
+
+def test_merge_keeps_hand_written_records_and_earlier_sources():
+    hand = {"action": "reject", "anchor": "Toby", "reviewer": "lead", "created_at": "2026-11-01T00:00:00Z"}
+    earlier = {"action": "accept", "anchor": "Holmes", "reviewer": "ann", "created_at": "2026-11-02T00:00:00Z",
+               "task": KEY, "source": "20261102T000000Z.json"}
+    dropped = dict(earlier, anchor="Watson")
+    pulled = [dict(earlier, source="20261127T120000Z.json"), dict(earlier, anchor="Baker Street",
+                                                                  source="20261127T120000Z.json")]
+    merged = merge_corrections([hand, earlier, dropped], pulled)
+    assert merged == [hand, earlier, dict(earlier, anchor="Baker Street", source="20261127T120000Z.json")]
+
+
+def test_pull_writes_a_snapshot_and_corrections_that_load(tmp_path):
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    hand = '{"action": "accept", "anchor": "Holmes", "reviewer": "lead", "created_at": "2026-11-01T00:00:00Z"}\n'
+    (folder / "corrections.jsonl").write_text(hand)
+    result = edit(proposed_result(), "Toby", label="not an anchor")
+    exported = export(annotation(81, 9, result), annotation(82, "bob", [], cancelled=True))
+    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+    summary = pull("anchors", tmp_path, StandInStudio(exported), now=now)
+    assert summary["snapshot"] == "labels/anchors/snapshots/20261127T120000Z.json"
+    assert summary["cancelled"] == 1 and summary["decisions"] == {"accept": 3, "reject": 1}
+    assert json.loads((tmp_path / summary["snapshot"]).read_text()) == exported
+    corrections = load_corrections(folder / "corrections.jsonl")
+    assert [c.reviewer for c in corrections] == ["lead"] + ["dan@example.org"] * 4
+    assert {c.source for c in corrections[1:]} == {"20261127T120000Z.json"}
+    assert (folder / "corrections.jsonl").read_text().startswith(hand)
+    # A second pull of the same export: a new snapshot, the same corrections file.
+    before = (folder / "corrections.jsonl").read_bytes()
+    second = pull("anchors", tmp_path, StandInStudio(exported), now=now)
+    assert second["snapshot"] == "labels/anchors/snapshots/20261127T120000Z-2.json"
+    assert (folder / "corrections.jsonl").read_bytes() == before
+
+
+def test_a_failed_pull_leaves_labels_untouched(tmp_path):
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    (folder / "corrections.jsonl").write_text("")
+    before = labels_state(tmp_path)
+    bad = span("Mycroft", "person")
+    bad["value"]["start"] += 1
+    exported = export(annotation(91, "ann", proposed_result()), annotation(92, "bob", proposed_result() + [bad]))
+    with pytest.raises(ReviewError) as caught:
+        pull("anchors", tmp_path, StandInStudio(exported))
+    message = str(caught.value)
+    assert "nothing was written" in message and f"task {KEY} annotation 92: result #10: span text" in message
+    assert labels_state(tmp_path) == before
+    assert not (folder / "snapshots").exists()
+
+
+def test_pull_refuses_a_server_that_lost_earlier_decisions(tmp_path):
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    pulled = {"action": "accept", "anchor": "Holmes", "reviewer": "ann", "created_at": "2026-11-02T00:00:00Z",
+              "task": "forget:gone.txt#1", "source": "20261102T000000Z.json"}
+    (folder / "corrections.jsonl").write_text(json.dumps(pulled) + "\n")
+    before = labels_state(tmp_path)
+    with pytest.raises(ReviewError, match=r"pulled decisions on 1 task\(s\) that are not on .*forget:gone.txt#1"):
+        pull("anchors", tmp_path, StandInStudio(export(annotation(98, "ann", proposed_result()))))
+    assert labels_state(tmp_path) == before
