@@ -37,6 +37,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.core.jsonl import JsonError, parse_json
 from pipeline.review import anchors, evaluation, linguistic
 from pipeline.review.projects import (
     BATCH_SIZE, MAX_TASKS, SNAPSHOTS_DIR, ReviewError, ReviewProject, Workflow, review_project,
@@ -258,9 +259,9 @@ def _export(client: Any, spec: ReviewProject) -> tuple[bytes, Any, dict[int, str
     with _server(client, f"exporting {spec.title!r}"):
         raw = b"".join(client.projects.exports.download_sync(id=pid, export_type="JSON", download_all_tasks=True))
     try:
-        export = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ReviewError(f"malformed export of {spec.title!r}: not UTF-8 JSON ({exc})") from None
+        export = parse_json(raw, source=f"the export of {spec.title!r}")
+    except JsonError as exc:
+        raise ReviewError(f"malformed export: {exc}") from None
     users: dict[int, str] = {}
     try:
         with _server(client, "listing users"):

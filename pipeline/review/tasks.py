@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.jsonl import parse_jsonl
 from pipeline.review.projects import ReviewError
 from pipeline.store import atomic_write_text
 
@@ -43,18 +44,24 @@ def read_tasks(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     records: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            key = record["key"]
-            if record["data"]["key"] != key or not isinstance(record["data_sha256"], str):
-                raise ValueError("key and data.key differ")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ReviewError(f"{path}:{number}: not a task record ({exc}); restore it from git") from None
-        records[key] = record
+    for line in parse_jsonl(path.read_bytes(), source=str(path)):
+        record = line.record or {}
+        problem = line.problem or _task_problem(record)
+        if problem:
+            raise ReviewError(f"{line.where}: not a task record ({problem}); restore it from git")
+        records[record["key"]] = record
     return records
+
+
+def _task_problem(record: Mapping[str, Any]) -> str | None:
+    key, data = record.get("key"), record.get("data")
+    if not isinstance(key, str) or not key:
+        return "no 'key' string"
+    if not isinstance(data, dict) or data.get("key") != key:
+        return "'data.key' differs from 'key'"
+    if not isinstance(record.get("data_sha256"), str):
+        return "no 'data_sha256' string"
+    return None
 
 
 def write_tasks(path: Path, records: Mapping[str, Mapping[str, Any]]) -> None:

@@ -21,24 +21,8 @@ from pydantic import (
     AfterValidator, BaseModel, BeforeValidator, ConfigDict, PrivateAttr, TypeAdapter, ValidationError, model_validator,
 )
 
+from pipeline.core.jsonl import json_type, parse_jsonl
 from pipeline.errors import PipelineError
-
-
-def json_type(value: Any) -> str:
-    """The JSON name of a value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 class Problem(ValueError):
@@ -255,45 +239,19 @@ def read_records(path: Path | str, model: type[Record]) -> list[Record]:
     if not path.is_file():
         raise model.ERROR(f"{path}: not a file")
     try:
-        data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        data = path.read_bytes()
     except OSError as exc:
         raise model.ERROR(f"{path}: cannot read: {exc.strerror}") from None
     records: list[Record] = []
     problems: list[tuple[int, str]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append((number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"))
-            continue
-        duplicates: list[str] = []
-        try:
-            record = json.loads(text, object_pairs_hook=lambda pairs, seen=duplicates: _unique_keys(pairs, seen))
-        except json.JSONDecodeError as exc:
-            problems.append((number, f"invalid JSON: {exc.msg} (column {exc.colno})"))
-            continue
-        if not isinstance(record, dict):
-            problems.append((number, f"expected a JSON object, got {json_type(record)}"))
-            continue
-        found = [f"duplicate field {key!r}" for key in duplicates] + model.problems(record)
+    for line in parse_jsonl(data, source=str(path)):
+        found = [line.problem] if line.problem else model.problems(line.record)
         if found:
-            problems.extend((number, problem) for problem in found)
-            continue
-        records.append(model.located(record, file=str(path), line=number))
+            problems.extend((line.number, problem) for problem in found)
+        else:
+            records.append(model.located(line.record, file=str(path), line=line.number))
     if problems:
-        lines = len({line for line, _ in problems})
+        lines = len({number for number, _ in problems})
         head = f"{path}: {len(problems)} problem(s) on {lines} line(s) of the {model.WHAT}"
-        raise model.ERROR("\n".join([head, *(f"  - {path}:{line}: {problem}" for line, problem in problems)]))
+        raise model.ERROR("\n".join([head, *(f"  - {path}:{number}: {problem}" for number, problem in problems)]))
     return records
-
-
-def _unique_keys(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
-    # json keeps the last of duplicate keys silently: a reviewer's record must not lose a field.
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in record:
-            duplicates.append(key)
-        record[key] = value
-    return record

@@ -103,10 +103,11 @@ def decisions(review) -> set[tuple]:
 
 
 class StandInStudio:
-    """Just enough of ``label_studio_sdk.LabelStudio`` for pull: one project and its export."""
+    """Just enough of ``label_studio_sdk.LabelStudio`` for pull: one project and its export
+    (records, or the raw bytes the server sends)."""
 
-    def __init__(self, exported: list[dict], title: str = "whp-anchors"):
-        raw = json.dumps(exported).encode()
+    def __init__(self, exported: list[dict] | bytes, title: str = "whp-anchors"):
+        raw = exported if isinstance(exported, bytes) else json.dumps(exported).encode()
         self.projects = SimpleNamespace(
             list=lambda title=None: [SimpleNamespace(id=5, title=title)],
             exports=SimpleNamespace(download_sync=lambda id, **_: iter([raw[:10], raw[10:]])),

@@ -117,3 +117,14 @@ def test_the_decisions_file_is_validated_line_by_line(tmp_path):
     assert f"{path}:1:" not in message
     path.write_text(json.dumps(good) + "\n")
     assert [d.key for d in load_decisions(path)] == [good["key"]]
+
+
+def test_a_line_nested_too_deep_is_an_error_naming_file_and_line(tmp_path):
+    deep = '{"action": "accept", "anchor": "Holmes", "note": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    path = write(tmp_path, [rec("accept", "Holmes", 1), deep])
+    with pytest.raises(CorrectionsError) as caught:
+        load_corrections(path)
+    assert f"  - {path}:2: nested deeper than 100 levels of arrays and objects" in str(caught.value)
+    path = write(tmp_path, [deep], name="decisions.jsonl")
+    with pytest.raises(DecisionsError, match=rf"{path}:1: nested deeper than 100 levels"):
+        load_decisions(path)

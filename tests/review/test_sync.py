@@ -86,3 +86,13 @@ def test_pull_refuses_a_server_that_lost_earlier_decisions(tmp_path):
     with pytest.raises(ReviewError, match=r"pulled decisions on 1 task\(s\) that are not on .*forget:gone.txt#1"):
         pull("anchors", tmp_path, StandInStudio(export(annotation(98, "ann", proposed_result()))))
     assert labels_state(tmp_path) == before
+
+
+def test_an_export_nested_too_deep_is_refused_and_nothing_is_written(tmp_path):
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    before = labels_state(tmp_path)
+    hostile = b'[{"id": 1, "data": {"key": "k"}, "annotations": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]"
+    with pytest.raises(ReviewError, match=r"malformed export: the export of 'whp-anchors': nested deeper than 100"):
+        pull("anchors", tmp_path, StandInStudio(hostile))
+    assert labels_state(tmp_path) == before
