@@ -77,6 +77,9 @@ class Export:
     annotations: list[Annotation] = field(default_factory=list)
     cancelled: int = 0
     problems: list[str] = field(default_factory=list)
+    annotators: dict[str, set[str]] = field(default_factory=dict)
+    """Task key -> every name of every reviewer with an annotation of it (cancelled ones too):
+    their e-mail and their user id, so that a record names them either way."""
 
     @property
     def annotated(self) -> int:
@@ -94,6 +97,13 @@ def _reviewer(completed_by: Any, users: Mapping[int, str]) -> str | None:
     if isinstance(completed_by, int) and users.get(completed_by):
         return users[completed_by]
     return str(completed_by)
+
+
+def _names(completed_by: Any, users: Mapping[int, str]) -> set[str]:
+    names = {_reviewer(completed_by, users), _reviewer(completed_by, {})}
+    if isinstance(completed_by, dict):
+        names.add(_reviewer(completed_by.get("id"), users))
+    return {name for name in names if name}
 
 
 def _created_at(value: Any) -> str | None:
@@ -171,6 +181,7 @@ def _read_annotation(parsed: Export, key: str, record: Mapping[str, Any], annota
         parsed.problems.append(f"task {key}: malformed export: an annotation is not an object")
         return
     where = f"task {key} annotation {annotation.get('id')}"
+    parsed.annotators.setdefault(key, set()).update(_names(annotation.get("completed_by"), users))
     if annotation.get("was_cancelled"):
         parsed.cancelled += 1
         return

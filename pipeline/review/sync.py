@@ -29,22 +29,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.core.jsonl import JsonError, parse_json
 from pipeline.review import anchors, evaluation, linguistic
 from pipeline.review.projects import (
     BATCH_SIZE, MAX_TASKS, SNAPSHOTS_DIR, ReviewError, ReviewProject, Workflow, review_project,
 )
-from pipeline.review.tasks import (
-    data_sha256, earlier_versions, model_version, read_tasks, studio_task, task_record, write_tasks,
+from pipeline.review.remote import (
+    base_url, canonical, download_export, ensure_project, replace_predictions, server_call, server_tasks,
 )
+from pipeline.review.tasks import earlier_versions, model_version, read_tasks, studio_task, task_record, write_tasks
+from pipeline.review.voting import Review
 from pipeline.store import atomic_write_text
 
 WORKFLOWS: dict[str, Workflow] = {"anchors": anchors.WORKFLOW, "linguistic": linguistic.WORKFLOW,
@@ -75,114 +75,83 @@ def merge_corrections(previous: Sequence[Mapping[str, Any]], pulled: Sequence[Ma
     keeps the earlier ``source`` (so a pull changes only the lines whose decisions changed)."""
     kept = [dict(r) for r in previous if not _SNAPSHOT_NAME.match(str(r.get("source") or ""))]
     earlier = {
-        _canonical({k: v for k, v in r.items() if k != "source"}): r["source"]
+        canonical({k: v for k, v in r.items() if k != "source"}): r["source"]
         for r in previous if _SNAPSHOT_NAME.match(str(r.get("source") or ""))
     }
     merged = []
     for record in pulled:
         record = dict(record)
-        record["source"] = earlier.get(_canonical({k: v for k, v in record.items() if k != "source"}), record["source"])
+        record["source"] = earlier.get(canonical({k: v for k, v in record.items() if k != "source"}), record["source"])
         merged.append(record)
     return kept + merged
 
 
-def _canonical(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, ensure_ascii=False)
+def _pulled(record: Mapping[str, Any]) -> bool:
+    return bool(_SNAPSHOT_NAME.match(str(record.get("source") or "")))
 
 
-# --------------------------------------------------------------------------------------------
-# The server
+def vanishing_records(previous: Sequence[Mapping[str, Any]], merged: Sequence[Mapping[str, Any]], review: Review, *,
+                      task_field: str) -> list[tuple[Mapping[str, Any], str]]:
+    """The records an earlier pull wrote that the new file would lose with their reviewers' work.
+
+    A pulled record absent from ``merged`` is review work that changed (a reviewer's new
+    annotation, a tie now) while its reviewers still have annotations of the task on the server;
+    it is *lost* when its task is not on the server, or one of its reviewers has no annotation of
+    it there any more (a reset server, tasks deleted and pushed again, another server). Records
+    are compared, not task keys: a task pushed again after a reset has its key, not its work.
+
+    Returns:
+        ``[(record, why), ...]`` in file order.
+    """
+    kept = {canonical({k: v for k, v in r.items() if k != "source"}) for r in merged if _pulled(r)}
+    lost = []
+    for record in previous:
+        if not _pulled(record) or canonical({k: v for k, v in record.items() if k != "source"}) in kept:
+            continue
+        task = record.get(task_field)
+        if task not in review.task_keys:
+            lost.append((record, "its task is not on the server"))
+            continue
+        gone = [r for r in str(record.get("reviewer", "")).split(", ") if r not in review.annotators.get(task, set())]
+        if gone:
+            lost.append((record, f"no annotation of the task by {', '.join(gone)} on the server"))
+    return lost
 
 
-def _base_url(client: Any) -> str:
-    wrapper = getattr(client, "_client_wrapper", None)
-    try:
-        return str(wrapper.get_base_url())
-    except AttributeError:
-        return "the Label Studio server"
-
-
-@contextmanager
-def _server(client: Any, what: str) -> Iterator[None]:
-    """Turn the SDK's transport and HTTP errors into a :class:`ReviewError` (no credentials)."""
-    import httpx
-    from label_studio_sdk.core.api_error import ApiError
-
-    url = _base_url(client)
-    try:
-        yield
-    except ApiError as exc:
-        body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
-        hint = " (check LABEL_STUDIO_API_KEY)" if exc.status_code in (401, 403) else ""
-        raise ReviewError(f"Label Studio at {url}: {what} failed: HTTP {exc.status_code}{hint}: {body[:500]}") from None
-    except httpx.HTTPError as exc:
-        raise ReviewError(
-            f"cannot reach Label Studio at {url} ({what}): {type(exc).__name__}: {exc or 'no answer'}; "
-            "is the server running? (`whp studio status`, `whp studio start`)"
-        ) from None
-
-
-def _find_project(client: Any, title: str) -> Any | None:
-    with _server(client, f"listing projects to find {title!r}"):
-        found = [p for p in client.projects.list(title=title) if p.title == title]
-    if len(found) > 1:
-        raise ReviewError(f"Label Studio has {len(found)} projects titled {title!r} (ids {[p.id for p in found]}): "
-                          "delete or rename all but one")
-    return found[0] if found else None
-
-
-def find_project(client: Any, title: str) -> int | None:
-    """The id of the server project titled exactly ``title`` (``None`` if there is none)."""
-    found = _find_project(client, title)
-    return None if found is None else found.id
-
-
-def _ensure_project(client: Any, project: ReviewProject, config: str) -> tuple[int, str | None]:
-    """The project's id and model version, created or its configuration brought up to date."""
-    found = _find_project(client, project.title)
-    if found is None:
-        with _server(client, f"creating project {project.title!r}"):
-            created = client.projects.create(title=project.title, label_config=config,
-                                             description=f"whp review: {project.name} (labels/{project.name})")
-        return created.id, None
-    if found.label_config != config:
-        with _server(client, f"updating the configuration of {project.title!r}"):
-            client.projects.update(id=found.id, label_config=config)
-    return found.id, found.model_version or None
-
-
-def _server_tasks(client: Any, pid: int) -> dict[str, tuple[int, str, int]]:
-    """key -> (task id, data hash, annotations) of the project's tasks."""
-    found: dict[str, tuple[int, str, int]] = {}
-    with _server(client, "listing tasks"):
-        for task in client.tasks.list(project=pid, fields="task_only"):
-            data = task.data or {}
-            key = data.get("key")
-            if not isinstance(key, str):
-                raise ReviewError(f"task {task.id} of project {pid} has no data.key: not pushed by `whp review push`; "
-                                  "delete it in Label Studio")
-            if key in found:
-                raise ReviewError(f"task key {key!r} is on two tasks of project {pid} (ids {found[key][0]} and "
-                                  f"{task.id}): delete one in Label Studio")
-            done = (task.total_annotations or 0) + (task.cancelled_annotations or 0)
-            found[key] = (task.id, data_sha256(data), done)
-    return found
+def _vanishing_error(spec: ReviewProject, lost: Sequence[tuple[Mapping[str, Any], str]], output: Path,
+                     url: str) -> ReviewError:
+    lines = [f"pull {spec.title}: {len(lost)} record(s) of {output} would vanish, their reviewers' work is not on "
+             f"{url} (a reset server, or another one?); nothing was written:"]
+    for record, why in lost[:_MAX_LISTED]:
+        decided = record.get(spec.decision_field)
+        about = f" {record['anchor']!r}" if "anchor" in record else ""
+        lines.append(f"  - task {record.get(spec.task_field)}: {spec.decision_field} {decided}{about} by "
+                     f"{record.get('reviewer')} at {record.get('created_at')} (pulled in {record.get('source')}): {why}")
+    if len(lost) > _MAX_LISTED:
+        lines.append(f"  ... and {len(lost) - _MAX_LISTED} more")
+    lines.append(f"Pull from the server that holds that work, or `whp review pull {spec.name} --force` to let those "
+                 f"records go (git and {SNAPSHOTS_DIR}/ keep them)")
+    return ReviewError("\n".join(lines))
 
 
 def push(project: str, root: Path | str, client: Any, *, max_tasks: int = MAX_TASKS,
          batch_size: int = BATCH_SIZE) -> dict[str, Any]:
     """Create or update the server project ``whp-<project>`` and its tasks, idempotently by key.
 
-    A new key is imported (in batches of ``batch_size``), an unchanged task (same data hash) is
-    skipped, a changed one is updated in place (data and pre-annotation). When a changed task
-    already has annotations, ``tasks.jsonl`` keeps the version they were made on (``earlier``)
-    so that pull compares them with what their reviewers saw. The project's model version
-    (which pre-annotations Label Studio shows) becomes the tasks' ``model_version``.
+    A new key is imported (in batches of ``batch_size``), an unchanged task (same data hash and
+    the same pre-annotations) is skipped, a changed one is updated in place (data and
+    pre-annotation: the new predictions are created before the old ones are deleted); a task
+    whose data is right but whose pre-annotations are not (a push that failed halfway) is
+    *repaired*. When a changed task already has annotations, ``tasks.jsonl`` keeps the version
+    they were made on (``earlier``) so that pull compares them with what their reviewers saw.
+    The project's model version (which pre-annotations Label Studio shows) becomes the tasks'
+    ``model_version``.
 
     Returns:
-        ``{"project_id", "created", "updated", "unchanged", "untracked"}``: counts of tasks
-        imported, updated, left as they were; ``untracked`` lists keys on the server that
-        ``tasks.jsonl`` does not describe (pull will refuse them).
+        ``{"project_id", "created", "updated", "repaired", "unchanged", "untracked"}``: counts of
+        tasks imported, updated, given back their pre-annotations, left as they were;
+        ``untracked`` lists keys on the server that ``tasks.jsonl`` does not describe (pull will
+        refuse them).
     """
     spec, workflow = _project(project)
     root = Path(root)
@@ -195,28 +164,28 @@ def push(project: str, root: Path | str, client: Any, *, max_tasks: int = MAX_TA
     tasks_path = spec.tasks_path(root)
     tracked = read_tasks(tasks_path)
 
-    pid, current_version = _ensure_project(client, spec, config)
-    on_server = _server_tasks(client, pid)
+    pid, current_version = ensure_project(client, spec, config)
+    on_server = server_tasks(client, pid)
     records: dict[str, dict[str, Any]] = {}
-    create, update, unchanged = [], [], []
+    create, update, repair, unchanged = [], [], [], []
     for record in built:
         key = record["key"]
-        old = tracked.get(key)
-        if key not in on_server:
+        old, there = tracked.get(key), on_server.get(key)
+        if there is None:
             create.append(record)
-        elif on_server[key][1] == record["data_sha256"]:
-            unchanged.append(key)
+        elif there.data_sha256 == record["data_sha256"]:
+            (unchanged if there.shows(record) else repair).append(record)
             if old is not None and old["data_sha256"] == record["data_sha256"] and old.get("earlier"):
                 record["earlier"] = old["earlier"]
         else:
             update.append(record)
-            if on_server[key][2] and old is not None and old["data_sha256"] == on_server[key][1]:
+            if there.annotations and old is not None and old["data_sha256"] == there.data_sha256:
                 record["earlier"] = earlier_versions(old)
         records[key] = record
     untracked = []
-    for key, (_, sha, _) in on_server.items():
+    for key, there in on_server.items():
         if key not in records:
-            if key in tracked and tracked[key]["data_sha256"] == sha:
+            if key in tracked and tracked[key]["data_sha256"] == there.data_sha256:
                 records[key] = tracked[key]
             else:
                 untracked.append(key)
@@ -224,51 +193,28 @@ def push(project: str, root: Path | str, client: Any, *, max_tasks: int = MAX_TA
     # describes every task that may be there (pull checks each task's data against it).
     write_tasks(tasks_path, records)
 
-    progress = tqdm(total=len(create) + len(update), desc=f"push {spec.title}", unit="task")
+    progress = tqdm(total=len(create) + len(update) + len(repair), desc=f"push {spec.title}", unit="task")
     with progress:
         for start in range(0, len(create), batch_size):
             batch = create[start:start + batch_size]
-            with _server(client, f"importing tasks {start + 1}-{start + len(batch)} of {len(create)}"):
+            with server_call(client, f"importing tasks {start + 1}-{start + len(batch)} of {len(create)}"):
                 client.projects.import_tasks(id=pid, request=[studio_task(r) for r in batch])
             progress.update(len(batch))
-        for record in update:
-            task_id = on_server[record["key"]][0]
-            with _server(client, f"updating task {record['key']}"):
-                client.tasks.update(id=str(task_id), data=record["data"])
-                for old_prediction in client.predictions.list(task=task_id):
-                    client.predictions.delete(id=old_prediction.id)
-                for prediction in record.get("predictions", []):
-                    client.predictions.create(task=task_id, result=prediction["result"],
-                                              model_version=prediction.get("model_version"))
+        for record in update + repair:
+            there = on_server[record["key"]]
+            with server_call(client, f"updating task {record['key']}"):
+                if there.data_sha256 != record["data_sha256"]:
+                    client.tasks.update(id=str(there.id), data=record["data"])
+                replace_predictions(client, there, record)
             progress.update(1)
     # Label Studio pre-labels with the predictions of the project's model version only (and
     # refuses a version no prediction has yet): set it once the predictions are there.
     versions = {model_version(r) for r in built} - {None}
     if len(versions) == 1 and versions != {current_version}:
-        with _server(client, f"setting the model version of {spec.title!r}"):
+        with server_call(client, f"setting the model version of {spec.title!r}"):
             client.projects.update(id=pid, model_version=versions.pop())
-    return {"project_id": pid, "created": len(create), "updated": len(update), "unchanged": len(unchanged),
-            "untracked": sorted(untracked)}
-
-
-def _export(client: Any, spec: ReviewProject) -> tuple[bytes, Any, dict[int, str]]:
-    pid = find_project(client, spec.title)
-    if pid is None:
-        raise ReviewError(f"Label Studio at {_base_url(client)} has no project {spec.title!r}: "
-                          f"run `whp review push {spec.name}` first")
-    with _server(client, f"exporting {spec.title!r}"):
-        raw = b"".join(client.projects.exports.download_sync(id=pid, export_type="JSON", download_all_tasks=True))
-    try:
-        export = parse_json(raw, source=f"the export of {spec.title!r}")
-    except JsonError as exc:
-        raise ReviewError(f"malformed export: {exc}") from None
-    users: dict[int, str] = {}
-    try:
-        with _server(client, "listing users"):
-            users = {u.id: u.email for u in client.users.list() if getattr(u, "email", None)}
-    except ReviewError:
-        pass  # reviewers are then named by their ids
-    return raw, export, users
+    return {"project_id": pid, "created": len(create), "updated": len(update), "repaired": len(repair),
+            "unchanged": len(unchanged), "untracked": sorted(untracked)}
 
 
 def _problems_error(spec: ReviewProject, problems: Sequence[str], action: str) -> ReviewError:
@@ -279,8 +225,13 @@ def _problems_error(spec: ReviewProject, problems: Sequence[str], action: str) -
     return ReviewError("\n".join([head, *lines]))
 
 
-def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = None) -> dict[str, Any]:
+def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = None,
+         force: bool = False) -> dict[str, Any]:
     """Export the project, validate everything, then write the snapshot and the normalised file.
+
+    Refuses (nothing written) when records an earlier pull wrote would vanish although their
+    reviewers' work is not on the server any more (:func:`vanishing_records`: a reset or another
+    server), unless ``force``.
 
     Returns:
         :meth:`Review.summary` plus ``snapshot`` and ``output`` (paths relative to ``root``) and
@@ -290,7 +241,7 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
     root = Path(root)
     folder = spec.folder(root)
     tracked = read_tasks(spec.tasks_path(root))
-    raw, export, users = _export(client, spec)
+    raw, export, users = download_export(client, spec)
     snapshots = folder / SNAPSHOTS_DIR
     name = _snapshot_name(snapshots, now or datetime.now(timezone.utc))
     review = workflow.normalise(export, tracked, source=name, users=users)
@@ -298,15 +249,10 @@ def pull(project: str, root: Path | str, client: Any, *, now: datetime | None = 
         raise _problems_error(spec, review.problems, "pull")
     output = spec.output_path(root)
     previous = [r.raw for r in workflow.record.read(output)]
-    task = spec.task_field
-    lost = sorted({r[task] for r in previous if _SNAPSHOT_NAME.match(str(r.get("source") or ""))
-                   and r.get(task) and r[task] not in review.task_keys})
-    if lost:
-        raise ReviewError(f"pull {spec.title}: {output.relative_to(root)} holds pulled decisions on {len(lost)} task(s) "
-                          f"that are not on {_base_url(client)} ({', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''}): "
-                          "a different or reset server? Pull from the server that holds them, or remove those "
-                          "lines by hand; nothing was written")
     records = merge_corrections(previous, review.records)
+    lost = vanishing_records(previous, records, review, task_field=spec.task_field)
+    if lost and not force:
+        raise _vanishing_error(spec, lost, output.relative_to(root), base_url(client))
     for number, record in enumerate(records, start=1):
         if problems := workflow.record.problems(record):  # a bug here, never the reviewers' fault
             raise ReviewError(f"pull {spec.title}: record {number} would be invalid ({'; '.join(problems)}): {record}")
@@ -335,7 +281,7 @@ def status(project: str, root: Path | str, client: Any) -> dict[str, Any]:
     spec, workflow = _project(project)
     root = Path(root)
     tracked = read_tasks(spec.tasks_path(root))
-    _, export, users = _export(client, spec)
+    _, export, users = download_export(client, spec)
     review = workflow.normalise(export, tracked, source="status", users=users)
     summary = {"project": spec.title, "tracked": len(tracked), **review.summary(), "problems": review.problems}
     if workflow.report is not None:

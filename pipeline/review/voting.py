@@ -86,6 +86,8 @@ class Review:
     reviewers: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     task_keys: set[str] = field(default_factory=set)
+    annotators: dict[str, set[str]] = field(default_factory=dict)
+    """Task key -> the reviewers with an annotation of it on the server (:attr:`Export.annotators`)."""
     decision_field: str = "action"
     """The record field counted in the summary's ``decisions`` (``verdict``, ``grade`` elsewhere)."""
 
@@ -296,4 +298,5 @@ def started_review(parsed: Export, *, decision_field: str) -> Review:
     """A :class:`Review` with the export's counts, problems and reviewers, before any record."""
     return Review(tasks=len(parsed.tasks), annotated=parsed.annotated, annotations=len(parsed.annotations),
                   cancelled=parsed.cancelled, problems=parsed.problems, task_keys=set(parsed.tasks),
-                  reviewers=sorted({a.reviewer for a in parsed.annotations}), decision_field=decision_field)
+                  annotators=parsed.annotators, reviewers=sorted({a.reviewer for a in parsed.annotations}),
+                  decision_field=decision_field)

@@ -83,9 +83,44 @@ def test_pull_refuses_a_server_that_lost_earlier_decisions(tmp_path):
               "task": "forget:gone.txt#1", "source": "20261102T000000Z.json"}
     (folder / "corrections.jsonl").write_text(json.dumps(pulled) + "\n")
     before = labels_state(tmp_path)
-    with pytest.raises(ReviewError, match=r"pulled decisions on 1 task\(s\) that are not on .*forget:gone.txt#1"):
+    with pytest.raises(ReviewError, match=r"1 record\(s\) of labels/anchors/corrections.jsonl would vanish.*\n"
+                                          r"  - task forget:gone.txt#1: action accept 'Holmes' by ann .*: its task is "
+                                          r"not on the server"):
         pull("anchors", tmp_path, StandInStudio(export(annotation(98, "ann", proposed_result()))))
     assert labels_state(tmp_path) == before
+
+
+def test_pull_compares_records_with_the_reviewers_work_on_the_server(tmp_path):
+    """A task still on the server whose annotations are gone (a reset) loses nothing without
+    --force; a changed annotation by the same reviewer replaces its records (review work)."""
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    now = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
+    pull("anchors", tmp_path, StandInStudio(export(annotation(81, "ann", proposed_result()))), now=now)
+    first = (folder / "corrections.jsonl").read_bytes()
+    assert first.count(b"\n") == 4
+
+    before = labels_state(tmp_path)
+    with pytest.raises(ReviewError) as caught:
+        pull("anchors", tmp_path, StandInStudio(export()), now=now)  # the task is back, its annotation is not
+    message = str(caught.value)
+    assert "4 record(s) of labels/anchors/corrections.jsonl would vanish" in message
+    assert f"  - task {KEY}: action accept 'Baker Street' by ann@example.org at 2026-11-27T10:00:00Z (pulled in " \
+           "20261127T120000Z.json): no annotation of the task by ann@example.org on the server" in message
+    assert "whp review pull anchors --force" in message
+    assert labels_state(tmp_path) == before
+
+    # Another reviewer's work alone does not cover ann's: still refused.
+    with pytest.raises(ReviewError, match="by ann@example.org on the server"):
+        pull("anchors", tmp_path, StandInStudio(export(annotation(82, "bob", proposed_result()))), now=now)
+    # ann changed her mind (a later annotation): Toby's record changes, nothing is refused.
+    changed = annotation(83, "ann", edit(proposed_result(), "Toby", label="not an anchor"),
+                         created="2026-11-27T11:00:00Z")
+    summary = pull("anchors", tmp_path, StandInStudio(export(changed)), now=now)
+    assert summary["decisions"] == {"accept": 3, "reject": 1}
+    # --force lets the records of a reset server go.
+    pull("anchors", tmp_path, StandInStudio(export()), now=now, force=True)
+    assert (folder / "corrections.jsonl").read_text() == ""
 
 
 def test_an_export_nested_too_deep_is_refused_and_nothing_is_written(tmp_path):

@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,7 +18,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.review.projects import PROJECTS, ReviewError
 from pipeline.review.records import load_corrections, load_decisions
-from pipeline.review.sync import find_project, pull, push, status
+from pipeline.review.remote import find_project
+from pipeline.review.sync import pull, push, status
 from pipeline.review.tasks import read_tasks
 from pipeline.store import read_manifest, write_dataset
 from schemas.anchors import DICTIONARY
@@ -78,7 +80,7 @@ def client(studio_server) -> LabelStudio:
     return sdk
 
 
-def server_tasks(client: LabelStudio) -> dict[str, object]:
+def server_tasks(client: LabelStudio) -> dict[str, Any]:
     pid = find_project(client, "whp-anchors")
     return {t.data["key"]: t for t in client.tasks.list(project=pid, fields="task_only")}
 
@@ -307,3 +309,99 @@ def test_review_round_trip_through_dvc_repro(small_project: Path, client):
     quillby = after.set_index("anchor").loc["Quillby"]
     assert quillby["status"] == "accepted"
     assert " accept (" in quillby["review"][0] and "corrections.jsonl:" in quillby["review"][0]
+
+
+# --- review work is never lost ----------------------------------------------------------------
+
+
+def predictions_by_key(client: LabelStudio) -> dict[str, list]:
+    return {key: client.predictions.list(task=task.id) for key, task in server_tasks(client).items()}
+
+
+def test_a_reset_server_loses_no_review_work(root, studio_server, client, monkeypatch):
+    """annotate, pull, reset the project (its tasks deleted, pushed again without annotations),
+    push, pull: the pull refuses and labels/ keeps every record; --force lets them go."""
+    push("anchors", root, client)
+    task = server_tasks(client)["forget:canon.txt#1"]
+    client.annotations.create(id=task.id, result=relabel(pre_annotation(root, task.data["key"]), "Toby",
+                                                            "not an anchor"))
+    pull("anchors", root, client)
+    corrections = root / "labels/anchors/corrections.jsonl"
+    pulled = corrections.read_text()
+    assert [(c.action, c.anchor) for c in load_corrections(corrections)] == [("accept", "Holmes"), ("reject", "Toby")]
+
+    for gone in server_tasks(client).values():  # a reset: the tasks and their annotations are gone
+        client.tasks.delete(id=str(gone.id))
+    assert push("anchors", root, client)["created"] == 3
+    before = labels_state(root)
+    studio_server.use(monkeypatch)
+    refused = CliRunner().invoke(app, ["review", "pull", "anchors", "-C", str(root)], env={"COLUMNS": "250"})
+    assert refused.exit_code == 1, refused.output
+    assert "2 record(s) of labels/anchors/corrections.jsonl would vanish" in refused.output
+    assert "task forget:canon.txt#1: action reject 'Toby' by" in refused.output
+    assert "no annotation of the task by" in refused.output and "--force" in refused.output
+    assert labels_state(root) == before and corrections.read_text() == pulled
+
+    forced = CliRunner().invoke(app, ["review", "pull", "anchors", "--force", "-C", str(root)])
+    assert forced.exit_code == 0, forced.output
+    assert load_corrections(corrections) == []
+
+
+def fail_after(monkeypatch, target, name: str, calls: int):
+    """``target.name`` works ``calls`` times, then raises the SDK's HTTP error (an injected fault)."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    real, done = getattr(target, name), []
+
+    def call(**kwargs):
+        done.append(kwargs)
+        if len(done) > calls:
+            raise ApiError(status_code=503, body="injected fault")
+        return real(**kwargs)
+
+    monkeypatch.setattr(target, name, call)
+
+
+def assert_every_task_shows_its_pre_annotation(root: Path, client: LabelStudio, version: str) -> None:
+    tracked = read_tasks(root / "labels/anchors/tasks.jsonl")
+    for key, found in predictions_by_key(client).items():
+        [prediction] = found
+        assert prediction.model_version == version
+        assert prediction.result == tracked[key]["predictions"][0]["result"]
+
+
+def test_push_creates_before_it_deletes_and_repairs_a_half_done_push(root, client, monkeypatch):
+    """A push that dies while it replaces pre-annotations leaves no task without one, and the
+    next push gives every task exactly the pre-annotation of tasks.jsonl."""
+    push("anchors", root, client)
+    old = read_manifest("dictionary", root)["content_sha256"][:12]
+    version = write_dictionary(root, holmes=["Jim", "Ted"])
+    fail_after(monkeypatch, client.predictions, "create", calls=1)  # the second task's never arrives
+    with pytest.raises(ReviewError, match="updating task .* failed: HTTP 503"):
+        push("anchors", root, client)
+    monkeypatch.undo()
+    half = predictions_by_key(client)
+    assert all(half.values()), "a task lost its pre-annotation"
+    assert sorted(p.model_version for found in half.values() for p in found) == sorted([version, old, old])
+    # One task done, one with its new data but the old pre-annotation, one not reached.
+    again = push("anchors", root, client)
+    assert (again["created"], again["updated"], again["repaired"], again["unchanged"]) == (0, 1, 1, 1)
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+
+    # Dying between creating and deleting leaves a task with both; the next push cleans it.
+    version = write_dictionary(root, holmes=["Kit", "Lou"])
+    fail_after(monkeypatch, client.predictions, "delete", calls=0)
+    with pytest.raises(ReviewError, match="failed: HTTP 503"):
+        push("anchors", root, client)
+    monkeypatch.undo()
+    assert sorted(len(found) for found in predictions_by_key(client).values()) == [1, 1, 2]
+    assert push("anchors", root, client)["repaired"] == 1
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+
+    # A task left without any pre-annotation (what the old push could leave) is repaired too.
+    first = server_tasks(client)["forget:canon.txt#0"]
+    for prediction in client.predictions.list(task=first.id):
+        client.predictions.delete(id=prediction.id)
+    assert push("anchors", root, client)["repaired"] == 1
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+    assert push("anchors", root, client)["unchanged"] == 3
