@@ -188,6 +188,65 @@ def studio_server(tmp_path_factory):
     studio.stop(root)
 
 
+# --- a review workspace: anchors to push ----------------------------------------------------
+
+REVIEW_TEXTS = [
+    "Sherlock Holmes met Watson in Baker Street.",
+    "Holmes smiled at Toby.",
+    "Nothing to see here.",
+    "Watson wrote to Holmes about Toby and Baker Street.",
+]
+
+
+def write_review_passages(root: Path) -> None:
+    """Four forget passages (``forget:canon.txt#0..3``), three of them with anchors."""
+    import pandas as pd
+
+    from pipeline.store import write_dataset
+    from schemas.corpus import PASSAGES
+
+    rows, offset = [], 0
+    for index, text in enumerate(REVIEW_TEXTS):
+        rows.append({"passage_id": f"forget:canon.txt#{index}", "doc_id": "forget:canon.txt", "corpus": "forget",
+                     "index": index, "char_start": offset, "char_end": offset + len(text), "text": text,
+                     "sha256": hashlib.sha256(text.encode()).hexdigest()})
+        offset += len(text) + 2
+    write_dataset(pd.DataFrame(rows), PASSAGES, stage="ingest", root=root)
+
+
+def write_review_dictionary(root: Path, holmes: list[str] | None = None) -> str:
+    """A four-entry dictionary (``holmes``: Holmes's translations); returns its version."""
+    import pandas as pd
+
+    from pipeline.store import read_manifest, write_dataset
+    from schemas.anchors import DICTIONARY
+
+    anchors = ["Holmes", "Watson", "Baker Street", "Toby"]
+    frame = pd.DataFrame({
+        "anchor": anchors, "kind": ["person", "person", "place", "other"],
+        "translations": [holmes or ["Jon", "Tom"], ["Ann", "Bo"], ["Mill Lane", "Oak Row"], ["Rex", "Max"]],
+        "variants": [[a] for a in anchors], "rank": [1, 2, 3, 4], "score": [9.0, 8.0, 7.0, 6.0],
+        "forget_count": [3, 2, 2, 2], "status": ["proposed"] * 4, "proposed_by": [["log_odds"]] * 4,
+        "proposer": ["offline"] * 4, "review": [[] for _ in anchors],
+    })
+    write_dataset(frame, DICTIONARY, stage="dictionary", root=root)
+    return read_manifest("dictionary", root)["content_sha256"][:12]
+
+
+@pytest.fixture()
+def review_root(tmp_path: Path) -> Path:
+    """A review workspace: labels/<project>/config.xml, the passages and the dictionary above."""
+    from pipeline.review.projects import PROJECTS
+
+    project = tmp_path / "project"
+    for name in PROJECTS:
+        (project / "labels" / name).mkdir(parents=True)
+        shutil.copy(REPO / "labels" / name / "config.xml", project / "labels" / name / "config.xml")
+    write_review_passages(project)
+    write_review_dictionary(project)
+    return project
+
+
 # --- two forget blocks with generic labels (the dataset stage, the linguistic review) ---------
 
 BLOCK_A, BLOCK_B = "forget:a.txt@0", "forget:a.txt@1"

@@ -3,10 +3,16 @@
 The one place that checks a server: ``whp studio status``, ``whp doctor`` and every review
 command (through :func:`sdk_client`) ask :func:`check_server`. Nothing here reads settings or
 project files; :mod:`pipeline.review.studio` resolves which server and key to use.
+
+A server on this machine (``localhost``, ``127.0.0.0/8``, ``::1``) is always reached directly:
+``urllib`` and ``httpx`` would otherwise send the request, API key included, to the proxy in
+``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY`` (loopback is not exempt unless ``NO_PROXY`` says
+so). A remote server is reached as the environment says (proxy, certificates).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    import httpx
     from label_studio_sdk import LabelStudio
 
 URL_KEY = "LABEL_STUDIO_URL"
@@ -49,8 +56,14 @@ class ServerCheck:
 
 
 def is_loopback(url: str) -> bool:
-    """The URL names this machine (``localhost``, ``127.0.0.1``, ``::1``)."""
-    return urllib.parse.urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+    """The URL names this machine: ``localhost`` (and its subdomains), ``127.0.0.0/8``, ``::1``."""
+    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def http_status(url: str, *, token: str | None = None, timeout: float = 5.0) -> int | None:
@@ -65,6 +78,13 @@ def http_status(url: str, *, token: str | None = None, timeout: float = 5.0) -> 
         return exc.code
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def http_client(url: str, *, timeout: float) -> httpx.Client:
+    """The ``httpx`` client the SDK talks to ``url`` with: no proxy for a loopback server."""
+    import httpx
+
+    return httpx.Client(timeout=timeout, follow_redirects=True, trust_env=not is_loopback(url))
 
 
 def check_server(url: str, *, api_key: str | None = None, timeout: float = 5.0) -> ServerCheck:
@@ -97,7 +117,8 @@ def sdk_client(url: str, api_key: str, *, timeout: float = 60.0) -> LabelStudio:
                f"server keeps the token it was first started with")
     try:
         # Both arguments explicitly: the SDK's defaults read the environment at import time.
-        sdk = LabelStudio(base_url=url, api_key=api_key, timeout=timeout)
+        sdk = LabelStudio(base_url=url, api_key=api_key, timeout=timeout,
+                          httpx_client=http_client(url, timeout=timeout))
         sdk.users.whoami()
     except ApiError as exc:
         if exc.status_code in (401, 403):

@@ -3,14 +3,11 @@ status, and the failures (bad span, server down)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 from label_studio_sdk import LabelStudio
 from typer.testing import CliRunner
@@ -21,52 +18,17 @@ from pipeline.review.records import load_corrections, load_decisions
 from pipeline.review.remote import find_project
 from pipeline.review.sync import pull, push, status
 from pipeline.review.tasks import read_tasks
-from pipeline.store import read_manifest, write_dataset
-from schemas.anchors import DICTIONARY
-from schemas.corpus import PASSAGES
-from tests.conftest import BLOCK_A as A, BLOCK_B as B, TINY_TEXT, train_tiny_tokenizer, write_block_inputs
+from pipeline.store import read_manifest
+from tests.conftest import (
+    BLOCK_A as A, BLOCK_B as B, TINY_TEXT, train_tiny_tokenizer, write_block_inputs, write_review_dictionary,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-TEXTS = [
-    "Sherlock Holmes met Watson in Baker Street.",
-    "Holmes smiled at Toby.",
-    "Nothing to see here.",
-    "Watson wrote to Holmes about Toby and Baker Street.",
-]
-
-
-def write_passages(root: Path) -> None:
-    rows, offset = [], 0
-    for index, text in enumerate(TEXTS):
-        rows.append({"passage_id": f"forget:canon.txt#{index}", "doc_id": "forget:canon.txt", "corpus": "forget",
-                     "index": index, "char_start": offset, "char_end": offset + len(text), "text": text,
-                     "sha256": hashlib.sha256(text.encode()).hexdigest()})
-        offset += len(text) + 2
-    write_dataset(pd.DataFrame(rows), PASSAGES, stage="ingest", root=root)
-
-
-def write_dictionary(root: Path, holmes: list[str] | None = None) -> str:
-    anchors = ["Holmes", "Watson", "Baker Street", "Toby"]
-    frame = pd.DataFrame({
-        "anchor": anchors, "kind": ["person", "person", "place", "other"],
-        "translations": [holmes or ["Jon", "Tom"], ["Ann", "Bo"], ["Mill Lane", "Oak Row"], ["Rex", "Max"]],
-        "variants": [[a] for a in anchors], "rank": [1, 2, 3, 4], "score": [9.0, 8.0, 7.0, 6.0],
-        "forget_count": [3, 2, 2, 2], "status": ["proposed"] * 4, "proposed_by": [["log_odds"]] * 4,
-        "proposer": ["offline"] * 4, "review": [[] for _ in anchors],
-    })
-    write_dataset(frame, DICTIONARY, stage="dictionary", root=root)
-    return read_manifest("dictionary", root)["content_sha256"][:12]
 
 
 @pytest.fixture()
-def root(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    for name in PROJECTS:
-        (project / "labels" / name).mkdir(parents=True)
-        shutil.copy(REPO / "labels" / name / "config.xml", project / "labels" / name / "config.xml")
-    write_passages(project)
-    write_dictionary(project)
-    return project
+def root(review_root: Path) -> Path:
+    return review_root
 
 
 @pytest.fixture()
@@ -185,7 +147,7 @@ def test_pushing_twice_creates_no_duplicates_and_a_changed_task_is_updated(root,
     # A reviewer accepts task #1 as proposed, then the dictionary changes (new translations).
     task = server_tasks(client)["forget:canon.txt#1"]
     client.annotations.create(id=task.id, result=pre_annotation(root, "forget:canon.txt#1"))
-    version = write_dictionary(root, holmes=["Jim", "Ted"])
+    version = write_review_dictionary(root, holmes=["Jim", "Ted"])
     changed = push("anchors", root, client)
     assert (changed["created"], changed["updated"], changed["unchanged"]) == (0, 3, 0)
     tasks = server_tasks(client)
@@ -375,7 +337,7 @@ def test_push_creates_before_it_deletes_and_repairs_a_half_done_push(root, clien
     next push gives every task exactly the pre-annotation of tasks.jsonl."""
     push("anchors", root, client)
     old = read_manifest("dictionary", root)["content_sha256"][:12]
-    version = write_dictionary(root, holmes=["Jim", "Ted"])
+    version = write_review_dictionary(root, holmes=["Jim", "Ted"])
     fail_after(monkeypatch, client.predictions, "create", calls=1)  # the second task's never arrives
     with pytest.raises(ReviewError, match="updating task .* failed: HTTP 503"):
         push("anchors", root, client)
@@ -389,7 +351,7 @@ def test_push_creates_before_it_deletes_and_repairs_a_half_done_push(root, clien
     assert_every_task_shows_its_pre_annotation(root, client, version)
 
     # Dying between creating and deleting leaves a task with both; the next push cleans it.
-    version = write_dictionary(root, holmes=["Kit", "Lou"])
+    version = write_review_dictionary(root, holmes=["Kit", "Lou"])
     fail_after(monkeypatch, client.predictions, "delete", calls=0)
     with pytest.raises(ReviewError, match="failed: HTTP 503"):
         push("anchors", root, client)
