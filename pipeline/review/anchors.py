@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.anchor_match import AnchorMatcher
-from pipeline.review.export import Region, read_export, span_problem
+from pipeline.review.export import Region, item_problem, read_export, span_problem
 from pipeline.review.projects import MAX_TASKS, Workflow
 from pipeline.review.records import Correction
 from pipeline.review.voting import SEPARATOR, Decision, Review, agreement, latest_annotations, resolve_task, started_review
@@ -147,15 +147,15 @@ def anchor_regions(key: str, text: Any, result: list[Any]) -> tuple[list[Region]
     spans, boxes, problems = [], defaultdict(list), []
     for number, item in enumerate(result):
         where = f"result #{number}"
-        if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
-            problems.append(f"{where}: malformed export: a result without a 'value' object")
+        if problem := item_problem(item):
+            problems.append(f"{where}: {problem}")
             continue
         kind, value = item.get("type"), item["value"]
         if kind == "labels":
             problem = span_problem(text, value)
             labels = value.get("labels")
-            if problem is None and not (isinstance(labels, list) and len(labels) == 1):
-                problem = f"expected exactly one label, got {labels!r}"
+            if problem is None and not (isinstance(labels, list) and len(labels) == 1 and isinstance(labels[0], str)):
+                problem = f"expected exactly one label (a string) in value.labels, got {labels!r}"
             if problem is None and labels[0] not in ANCHOR_LABELS:
                 problem = f"unknown label {labels[0]!r} (expected one of: {', '.join(ANCHOR_LABELS)})"
             if problem is None and item.get("from_name") != KIND_CONTROL:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipeline.core.jsonl import json_type
 from pipeline.review.projects import TASKS_FILE
 from pipeline.review.tasks import data_sha256, model_version, pushed_versions
 
@@ -175,6 +176,19 @@ def _seen_version(record: Mapping[str, Any], annotation: Mapping[str, Any]) -> M
     return next((v for v in pushed_versions(record) if model_version(v) == version), None)
 
 
+def _annotation_problem(annotation: Mapping[str, Any]) -> str | None:
+    """A malformed field that decides how an annotation is read: its ``was_cancelled`` flag and
+    the ``model_version`` of the pre-annotation it was made on."""
+    cancelled = annotation.get("was_cancelled")
+    if cancelled is not None and not isinstance(cancelled, bool):
+        return f"malformed export: 'was_cancelled' is {json_type(cancelled)}, expected true or false"
+    seen = annotation.get("prediction")
+    version = seen.get("model_version") if isinstance(seen, dict) else None
+    if version is not None and not isinstance(version, str):
+        return f"malformed export: 'prediction.model_version' is {json_type(version)}, expected a string"
+    return None
+
+
 def _read_annotation(parsed: Export, key: str, record: Mapping[str, Any], annotation: Any,
                      users: Mapping[int, str], parse_result: ParseResult | None) -> None:
     if not isinstance(annotation, dict):
@@ -182,6 +196,9 @@ def _read_annotation(parsed: Export, key: str, record: Mapping[str, Any], annota
         return
     where = f"task {key} annotation {annotation.get('id')}"
     parsed.annotators.setdefault(key, set()).update(_names(annotation.get("completed_by"), users))
+    if problem := _annotation_problem(annotation):
+        parsed.problems.append(f"{where}: {problem}")
+        return
     if annotation.get("was_cancelled"):
         parsed.cancelled += 1
         return
@@ -213,6 +230,28 @@ def _read_annotation(parsed: Export, key: str, record: Mapping[str, Any], annota
                                          tuple(regions), pushed))
 
 
+_RESULT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str, int), "a string or an integer"), "type": ((str,), "a string"), "from_name": ((str,), "a string"),
+    "to_name": ((str,), "a string"),
+}
+"""The fields of a result item that must have these types when present, and how to say so."""
+
+
+def item_problem(item: Any) -> str | None:
+    """What is wrong with the shape of one ``result`` item (``None`` if it is usable): an object
+    with a ``value`` object, and ``id``, ``type``, ``from_name``, ``to_name`` strings (``id`` may
+    be an integer) when present."""
+    if not isinstance(item, dict):
+        return f"malformed export: a result is {json_type(item)}, expected an object"
+    if not isinstance(item.get("value"), dict):
+        return f"malformed export: a result without a 'value' object ('value' is {json_type(item.get('value'))})"
+    for name, (types, expected) in _RESULT_FIELDS.items():
+        value = item.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"malformed export: '{name}' is {json_type(value)}, expected {expected}"
+    return None
+
+
 def span_problem(text: str, value: Mapping[str, Any]) -> str | None:
     """What is wrong with a span ``value`` (``start``, ``end``, ``text``) of ``text``; ``None`` if right."""
     start, end, span = value.get("start"), value.get("end"), value.get("text")
@@ -236,8 +275,8 @@ def choice_parser(control: str, choices: Sequence[str], text_control: str | None
         problems: list[str] = []
         for number, item in enumerate(result):
             where = f"result #{number}"
-            if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
-                problems.append(f"{where}: malformed export: a result without a 'value' object")
+            if problem := item_problem(item):
+                problems.append(f"{where}: {problem}")
                 continue
             kind, value, name = item.get("type"), item["value"], item.get("from_name")
             if kind == "choices":

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pipeline.review.anchors import anchor_tasks
-from pipeline.review.tasks import task_record
+from pipeline.review.projects import ReviewError
+from pipeline.review.sync import pull
+from pipeline.review.tasks import task_record, write_tasks
 from tests.review.conftest import (
-    DICTIONARY, KEY, TEXT, VERSION, annotation, decisions, export, normalise, passages, proposed_result, span,
-    the_task, tracked,
+    DICTIONARY, KEY, TEXT, VERSION, StandInStudio, annotation, decisions, export, labels_state, normalise, passages,
+    proposed_result, span, the_task, tracked,
 )
 
 
@@ -92,3 +94,66 @@ def test_an_annotation_is_compared_with_the_pre_annotation_its_reviewer_saw():
     seen["prediction"] = {"model_version": "000000000000"}
     review = normalise(export(seen, data=current["data"]), tasks={KEY: current})
     assert "made on pre-annotation version '000000000000', which tasks.jsonl no longer holds" in review.problems[0]
+
+
+# --- types of the export's fields (a wrong type is a problem naming task and field, never a TypeError)
+
+
+def _item(result: list, index: int) -> dict:
+    return result[index]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda r, a: _item(r, 0).update(id=["a9-15"]), "result #0: malformed export: 'id' is array, expected a string"),
+    (lambda r, a: _item(r, 1).update(id={"x": 1}), "result #1: malformed export: 'id' is object, expected a string"),
+    (lambda r, a: _item(r, 0).update(id=True), "result #0: malformed export: 'id' is boolean"),
+    (lambda r, a: _item(r, 0).update(value="Holmes"), "result #0: malformed export: a result without a 'value' "
+                                                       "object ('value' is string)"),
+    (lambda r, a: r.__setitem__(0, 7), "result #0: malformed export: a result is number, expected an object"),
+    (lambda r, a: _item(r, 0)["value"].update(text=5), "result #0: malformed export: span text is not a string"),
+    (lambda r, a: _item(r, 1)["value"].update(text=[1]), "result #1: malformed export: text box value.text is not "
+                                                          "a list of strings"),
+    (lambda r, a: _item(r, 0)["value"].update(labels=[["person"]]), "result #0: expected exactly one label (a string)"),
+    (lambda r, a: _item(r, 0)["value"].update(start=None), "result #0: malformed export: span offsets are not "
+                                                            "integers"),
+    (lambda r, a: _item(r, 0).update(type=["labels"]), "result #0: malformed export: 'type' is array"),
+    (lambda r, a: _item(r, 0).update(from_name=3), "result #0: malformed export: 'from_name' is number"),
+    (lambda r, a: a.update(was_cancelled="false"), "malformed export: 'was_cancelled' is string, expected true or "
+                                                    "false"),
+    (lambda r, a: a.update(prediction={"model_version": ["x"]}), "malformed export: 'prediction.model_version' is "
+                                                                  "array, expected a string"),
+    (lambda r, a: a.update(completed_by=["ann"]), "malformed export: no reviewer (completed_by: ['ann'])"),
+    (lambda r, a: a.update(created_at=1700000000), "malformed export: created_at is not an ISO time"),
+    (lambda r, a: a.update(result={"0": "x"}), "malformed export: 'result' is not a list"),
+])
+def test_a_field_of_the_wrong_type_is_a_problem_naming_task_annotation_and_field(mutate, message):
+    result = proposed_result()
+    made = annotation(27, "ann", result)
+    mutate(result, made)
+    review = normalise(export(made))
+    assert review.records == []
+    assert len(review.problems) == 1, review.problems
+    assert review.problems[0].startswith(f"task {KEY} annotation 27: ") and message in review.problems[0]
+
+
+def test_task_data_of_the_wrong_type_is_a_problem():
+    data = dict(the_task()["data"], text=5)
+    tasks = {KEY: task_record(dict(the_task(), data=data))}
+    review = normalise(export(annotation(28, "ann", proposed_result()), data=data), tasks=tasks)
+    assert review.problems == [f"task {KEY} annotation 28: malformed export: data.text is not a string"]
+    assert "no data.key" in normalise([{"id": 3, "data": {"key": ["k"]}}]).problems[0]
+    assert "no data.key" in normalise([{"id": 3, "data": "text"}]).problems[0]
+    assert "'annotations' is not a list" in normalise(
+        [{"id": 1, "data": the_task()["data"], "annotations": {"0": {}}}]).problems[0]
+    assert "an annotation is not an object" in normalise(export("not an annotation")).problems[0]
+
+
+def test_pull_refuses_an_export_with_a_wrongly_typed_field_and_writes_nothing(tmp_path):
+    folder = tmp_path / "labels" / "anchors"
+    write_tasks(folder / "tasks.jsonl", tracked())
+    before = labels_state(tmp_path)
+    result = proposed_result()
+    result[0]["id"] = ["a9-15"]
+    with pytest.raises(ReviewError, match=rf"task {KEY} annotation 29: result #0: malformed export: 'id' is array"):
+        pull("anchors", tmp_path, StandInStudio(export(annotation(29, "ann", result))))
+    assert labels_state(tmp_path) == before

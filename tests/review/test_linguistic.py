@@ -196,3 +196,19 @@ def test_linguistic_pull_writes_decisions_and_refuses_a_bad_export(tmp_path):
     with pytest.raises(ReviewError, match=refused):
         pull("linguistic", tmp_path, StandInStudio(bad, "whp-linguistic"), now=now)
     assert labels_state(tmp_path) == before
+
+
+def test_wrongly_typed_choice_results_are_problems():
+    key = f"{BLOCK_A}:1"
+    listed_id = [dict(verdict("correct")[0], id=["v"])]
+    number = [dict(verdict("correct")[0], value={"choices": [1]})]
+    fix = verdict("incorrect") + [{"id": "f", "from_name": "fix", "to_name": "continuation", "type": "textarea",
+                                   "value": {"text": "mat"}}]
+    exported = linguistic_export((key, [annotation(1, "ann", listed_id), annotation(2, "bob", number),
+                                        annotation(3, "eve", fix)]))
+    review = normalise_linguistic_export(exported, linguistic_tracked(), source="s.json")
+    assert review.records == [] and review.problems == [
+        f"task {key} annotation 1: result #0: malformed export: 'id' is array, expected a string or an integer",
+        f"task {key} annotation 2: result #0: expected exactly one choice, got [1]",
+        f"task {key} annotation 3: result #1: malformed export: text box value.text is not a list of strings",
+    ]
