@@ -22,7 +22,7 @@ import pandas as pd
 from pipeline.review.export import Annotation, choice_parser
 from pipeline.review.projects import MAX_TASKS, ReviewError, Workflow
 from pipeline.review.records import Grade
-from pipeline.review.voting import Conflict, Review, cohen_kappa, majority, normalise_choices, provenance, voters
+from pipeline.review.voting import Conflict, Review, cohen_kappa, normalise_choices
 from pipeline.store import list_datasets, read_dataset
 
 GRADE_CONTROL = "grade"
@@ -92,27 +92,19 @@ def build_evaluation_tasks(root: Path, *, max_tasks: int = MAX_TASKS) -> list[di
     return evaluation_tasks(read_completions(Path(root)), max_tasks=max_tasks)
 
 
-def _decide(source: str):
-    def decide(key: str, annotations: Mapping[str, Annotation]) -> tuple[dict[str, Any] | None, list[Conflict]]:
-        reviewers = sorted(annotations)
-        votes = {r: annotations[r].answer.choice for r in reviewers}
-        won = majority(votes)
-        if won is None:
-            return None, [Conflict(key, "", "grade", voters(votes, str))]
-        grade, deciders = won
-        data = annotations[deciders[0]].pushed["data"]
-        record = {"key": key, "model": data["model"], "probe_id": data["probe_id"],
-                  "auto_grade": int(data["auto_grade"]), "grade": int(grade)}
-        return provenance(record, deciders, annotations, reviewers=len(reviewers), source=source), []
-    return decide
+def _grade_record(key: str, grade: str, deciders: list[str],
+                  annotations: Mapping[str, Annotation]) -> tuple[dict[str, Any], list[Conflict]]:
+    data = annotations[deciders[0]].pushed["data"]
+    return {"key": key, "model": data["model"], "probe_id": data["probe_id"], "auto_grade": int(data["auto_grade"]),
+            "grade": int(grade)}, []
 
 
 def normalise_evaluation_export(
     export: Any, tasks: Mapping[str, Mapping[str, Any]], *, source: str, users: Mapping[int, str] | None = None,
 ) -> Review:
     """The grades records of an evaluation export, with conflicts and agreement."""
-    return normalise_choices(export, tasks, users=users, parse=choice_parser(GRADE_CONTROL, GRADES),
-                             decide=_decide(source), decision_field="grade")
+    return normalise_choices(export, tasks, source=source, users=users, parse=choice_parser(GRADE_CONTROL, GRADES),
+                             decide=_grade_record, decision_field="grade")
 
 
 def familiarity(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

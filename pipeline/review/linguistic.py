@@ -43,7 +43,7 @@ from pipeline.paths import BASELINE
 from pipeline.review.export import Annotation, choice_parser
 from pipeline.review.projects import MAX_TASKS, ReviewError, Workflow
 from pipeline.review.records import VERDICTS, LinguisticDecision, task_key
-from pipeline.review.voting import Conflict, Review, majority, normalise_choices, provenance, voters
+from pipeline.review.voting import Conflict, Review, majority, normalise_choices, voters
 from pipeline.store import read_dataset
 
 VERDICT_CONTROL = "verdict"
@@ -195,36 +195,29 @@ def build_linguistic_tasks(root: Path, *, max_tasks: int = MAX_TASKS) -> list[di
                             context_tokens=settings.context_tokens, max_tasks=max_tasks)
 
 
-def _decide(source: str):
-    def decide(key: str, annotations: Mapping[str, Annotation]) -> tuple[dict[str, Any] | None, list[Conflict]]:
-        reviewers = sorted(annotations)
-        votes = {r: annotations[r].answer.choice for r in reviewers}
-        won = majority(votes)
-        if won is None:
-            return None, [Conflict(key, "", "verdict", voters(votes, str))]
-        verdict, deciders = won
-        data = annotations[deciders[0]].pushed["data"]
-        record: dict[str, Any] = {"key": key, "block_id": data["block_id"], "positions": list(data["positions"]),
-                                  "alpha": data["alpha"], "targets": list(data["targets"]), "verdict": verdict}
-        conflicts = []
-        if verdict == "incorrect":
-            fixes = {r: fix_text(annotations[r].answer.text, annotations[r].pushed["data"]["translated"])
-                     for r in deciders}
-            won_fix = majority(fixes)
-            if won_fix is None:
-                conflicts.append(Conflict(key, "", "fix", voters(fixes, lambda f: "no fix" if f is None else repr(f))))
-            elif won_fix[0] is not None:
-                record["fix"] = won_fix[0]
-        return provenance(record, deciders, annotations, reviewers=len(reviewers), source=source), conflicts
-    return decide
+def _decision_record(key: str, verdict: str, deciders: list[str],
+                     annotations: Mapping[str, Annotation]) -> tuple[dict[str, Any], list[Conflict]]:
+    data = annotations[deciders[0]].pushed["data"]
+    record: dict[str, Any] = {"key": key, "block_id": data["block_id"], "positions": list(data["positions"]),
+                              "alpha": data["alpha"], "targets": list(data["targets"]), "verdict": verdict}
+    conflicts = []
+    if verdict == "incorrect":  # the fix is voted among the reviewers of the verdict
+        fixes = {r: fix_text(annotations[r].answer.text, annotations[r].pushed["data"]["translated"]) for r in deciders}
+        won_fix = majority(fixes)
+        if won_fix is None:
+            conflicts.append(Conflict(key, "", "fix", voters(fixes, lambda f: "no fix" if f is None else repr(f))))
+        elif won_fix[0] is not None:
+            record["fix"] = won_fix[0]
+    return record, conflicts
 
 
 def normalise_linguistic_export(
     export: Any, tasks: Mapping[str, Mapping[str, Any]], *, source: str, users: Mapping[int, str] | None = None,
 ) -> Review:
     """The decisions records of a linguistic export (module docstring), with conflicts and agreement."""
-    return normalise_choices(export, tasks, users=users, parse=choice_parser(VERDICT_CONTROL, VERDICTS, FIX_CONTROL),
-                             decide=_decide(source), decision_field="verdict")
+    return normalise_choices(export, tasks, source=source, users=users,
+                             parse=choice_parser(VERDICT_CONTROL, VERDICTS, FIX_CONTROL), decide=_decision_record,
+                             decision_field="verdict")
 
 
 WORKFLOW = Workflow(build_tasks=build_linguistic_tasks, normalise=normalise_linguistic_export,

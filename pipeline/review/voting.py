@@ -36,8 +36,9 @@ SEPARATOR = " | "
 NONE = ("none",)
 """The vote of a reviewer who annotated a task but said nothing about an anchor."""
 
-Decide = Callable[[str, Mapping[str, Annotation]], tuple[dict[str, Any] | None, list["Conflict"]]]
-"""``(task key, reviewer -> latest annotation) -> (record or None, conflicts)``."""
+Decide = Callable[[str, str, list[str], Mapping[str, Annotation]], tuple[dict[str, Any], list["Conflict"]]]
+"""``(task key, winning choice, its reviewers, reviewer -> latest annotation) -> (record, conflicts)``:
+a one-verdict project's record of a decided task, before its provenance."""
 
 
 @dataclass(frozen=True)
@@ -274,18 +275,24 @@ def pooled_agreement(reviewers: Sequence[str], items: Callable[[str, str], list[
 
 
 def normalise_choices(
-    export: Any, tasks: Mapping[str, Mapping[str, Any]], *, users: Mapping[int, str] | None, parse: ParseResult,
-    decide: Decide, decision_field: str,
+    export: Any, tasks: Mapping[str, Mapping[str, Any]], *, source: str, users: Mapping[int, str] | None,
+    parse: ParseResult, decide: Decide, decision_field: str,
 ) -> Review:
-    """A one-verdict project's export normalised: one record per task by ``decide``, sorted by
-    time then key, with the conflicts and the agreement on the chosen values."""
+    """A one-verdict project's export normalised: per task, the choice with a strict majority
+    (a tie is a conflict on ``decision_field``), its record by ``decide`` with the provenance
+    added; sorted by time then key, with the agreement on the chosen values."""
     parsed = read_export(export, tasks, users=users, parse_result=parse)
     latest = latest_annotations(parsed.annotations)
     review = started_review(parsed, decision_field=decision_field)
     for key in sorted(latest):
-        record, conflicts = decide(key, latest[key])
-        if record is not None:
-            review.records.append(record)
+        votes = {r: a.answer.choice for r, a in latest[key].items()}
+        won = majority(votes)
+        if won is None:
+            review.conflicts.append(Conflict(key, "", decision_field, voters(votes, str)))
+            continue
+        choice, deciders = won
+        record, conflicts = decide(key, choice, deciders, latest[key])
+        review.records.append(provenance(record, deciders, latest[key], reviewers=len(votes), source=source))
         review.conflicts.extend(conflicts)
     review.records.sort(key=lambda r: (datetime.fromisoformat(r["created_at"]), r["key"]))
     votes = {key: {r: a.answer.choice for r, a in by_reviewer.items()} for key, by_reviewer in latest.items()}
