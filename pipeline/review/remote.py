@@ -23,7 +23,7 @@ def canonical(value: Any) -> str:
 def base_url(client: Any) -> str:
     wrapper = getattr(client, "_client_wrapper", None)
     try:
-        return str(wrapper.getbase_url())
+        return str(wrapper.get_base_url())
     except AttributeError:
         return "the Label Studio server"
 

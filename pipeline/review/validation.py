@@ -55,12 +55,14 @@ def _time(value: str) -> str:
 
 
 def natural(value: int) -> int:
+    """Refuses a negative integer (positions, token ids)."""
     if value < 0:
         raise ValueError(f"is {value}, outside 0..")
     return value
 
 
 def one_of(what: str, allowed: tuple[str, ...]):
+    """A validator refusing a value outside ``allowed``: ``unknown <what> 'x' (expected one of: ...)``."""
     def check(value: str) -> str:
         if value not in allowed:
             raise Problem(f"unknown {what} {value!r} (expected one of: {', '.join(allowed)})")
@@ -73,7 +75,9 @@ Text = Annotated[str, AfterValidator(_text)]
 Key = Annotated[str, AfterValidator(_key)]
 """A non-empty string without blanks around it (dictionary keys, translations)."""
 Time = Annotated[str, AfterValidator(_time)]
+"""An ISO 8601 time with a timezone."""
 Natural = Annotated[int, AfterValidator(natural)]
+"""An integer >= 0."""
 
 _EXPECTED = {"string_type": "a string", "int_type": "an integer", "float_type": "a number", "bool_type": "a boolean",
              "list_type": "a list", "tuple_type": "a list"}
