@@ -4,7 +4,7 @@ One row per forget block: the original ids, the hard generic targets (``-100`` w
 position leaves the loss), the loss mask, the top-k soft targets, the confidence, and
 provenance (block -> document -> passages; the dictionary's and the reviewed corrections'
 hashes). The linguistic review's decisions (``labels/linguistic/decisions.jsonl``, rules in
-:mod:`pipeline.review.linguistic`) are applied last: an ``incorrect`` task's positions leave the loss,
+:mod:`pipeline.review.decisions`) are applied last: an ``incorrect`` task's positions leave the loss,
 or take the reviewer's fix as a one-hot target; the file's sha256 and what it changed go to the
 manifest (``params.linguistic_review``) and the card. Parquet with Hugging Face ``datasets``
 features in its schema, so ``datasets.load_dataset("parquet", data_files="data/dataset/*.parquet")`` gets typed columns.
@@ -24,7 +24,7 @@ import pandas as pd
 
 from pipeline.stage import run_stage
 from pipeline.errors import DatasetValidationError
-from pipeline.review.linguistic import ReviewOutcome, apply_decisions, load_decisions
+from pipeline.review.decisions import ReviewOutcome, apply_decisions, load_decisions
 from pipeline.paths import BASELINE
 from pipeline.params import Params, section_dict
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -165,3 +171,163 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "small project"], root)
     return root
+
+
+# --- a real Label Studio server (tests/studio.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def studio_server(tmp_path_factory):
+    """The session's Label Studio server, started by the first test that asks (about a minute)."""
+    from pipeline.review import studio
+    from tests.studio import start_test_server
+
+    root = tmp_path_factory.mktemp("studio-server")
+    server = start_test_server(root)
+    yield server
+    studio.stop(root)
+
+
+# --- a review workspace: anchors to push ----------------------------------------------------
+
+REVIEW_TEXTS = [
+    "Sherlock Holmes met Watson in Baker Street.",
+    "Holmes smiled at Toby.",
+    "Nothing to see here.",
+    "Watson wrote to Holmes about Toby and Baker Street.",
+]
+
+
+def write_review_passages(root: Path) -> None:
+    """Four forget passages (``forget:canon.txt#0..3``), three of them with anchors."""
+    import pandas as pd
+
+    from pipeline.store import write_dataset
+    from schemas.corpus import PASSAGES
+
+    rows, offset = [], 0
+    for index, text in enumerate(REVIEW_TEXTS):
+        rows.append({"passage_id": f"forget:canon.txt#{index}", "doc_id": "forget:canon.txt", "corpus": "forget",
+                     "index": index, "char_start": offset, "char_end": offset + len(text), "text": text,
+                     "sha256": hashlib.sha256(text.encode()).hexdigest()})
+        offset += len(text) + 2
+    write_dataset(pd.DataFrame(rows), PASSAGES, stage="ingest", root=root)
+
+
+def write_review_dictionary(root: Path, holmes: list[str] | None = None) -> str:
+    """A four-entry dictionary (``holmes``: Holmes's translations); returns its version."""
+    import pandas as pd
+
+    from pipeline.store import read_manifest, write_dataset
+    from schemas.anchors import DICTIONARY
+
+    anchors = ["Holmes", "Watson", "Baker Street", "Toby"]
+    frame = pd.DataFrame({
+        "anchor": anchors, "kind": ["person", "person", "place", "other"],
+        "translations": [holmes or ["Jon", "Tom"], ["Ann", "Bo"], ["Mill Lane", "Oak Row"], ["Rex", "Max"]],
+        "variants": [[a] for a in anchors], "rank": [1, 2, 3, 4], "score": [9.0, 8.0, 7.0, 6.0],
+        "forget_count": [3, 2, 2, 2], "status": ["proposed"] * 4, "proposed_by": [["log_odds"]] * 4,
+        "proposer": ["offline"] * 4, "review": [[] for _ in anchors],
+    })
+    write_dataset(frame, DICTIONARY, stage="dictionary", root=root)
+    return read_manifest("dictionary", root)["content_sha256"][:12]
+
+
+@pytest.fixture()
+def review_root(tmp_path: Path) -> Path:
+    """A review workspace: labels/<project>/config.xml, the passages and the dictionary above."""
+    from pipeline.review.projects import PROJECTS
+
+    project = tmp_path / "project"
+    for name in PROJECTS:
+        (project / "labels" / name).mkdir(parents=True)
+        shutil.copy(REPO / "labels" / name / "config.xml", project / "labels" / name / "config.xml")
+    write_review_passages(project)
+    write_review_dictionary(project)
+    return project
+
+
+# --- two forget blocks with generic labels (the dataset stage, the linguistic review) ---------
+
+BLOCK_A, BLOCK_B = "forget:a.txt@0", "forget:a.txt@1"
+BLOCK_TARGETS = {BLOCK_A: [5, 6, 7, 8, 9, 10], BLOCK_B: [11, 12, 13, 14, 15, 16]}
+
+
+def write_block_inputs(root: Path, confidence: dict[str, list[float]] | None = None) -> None:
+    """Two 6-position forget blocks (identity alignment, all trained), their alpha-5 labels
+    (``BLOCK_TARGETS``; confidence 0.6 unless given), a passage and a one-entry dictionary."""
+    import pandas as pd
+
+    from pipeline.store import write_dataset
+    from schemas.anchors import DICTIONARY
+    from schemas.blocks import BLOCKS
+    from schemas.corpus import PASSAGES
+    from schemas.labels import GENERIC_LABELS
+
+    confidence = confidence or {BLOCK_A: [0.6] * 6, BLOCK_B: [0.6] * 6}
+    text = "The river was cold and grey. " * 4
+    blocks = []
+    for index, block in enumerate((BLOCK_A, BLOCK_B)):
+        blocks.append({
+            "block_id": block, "doc_id": "forget:a.txt", "index": index, "token_start": 6 * index,
+            "char_start": 20 * index, "char_end": 20 * index + 20, "input_ids": [3, 4, 5, 6, 7, 8], "world": 0,
+            "translated_text": text, "translated_ids": [3, 4, 5, 6, 7, 8], "alignment": [0, 1, 2, 3, 4, 5],
+            "loss_mask": [1] * 6, "drop_reasons": [""] * 6, "anchors": [], "used_positions": [],
+            "used_token_ids": [],
+        })
+    write_dataset(pd.DataFrame(blocks), BLOCKS, stage="blocks", root=root)
+    labels = pd.DataFrame({
+        "block_id": [BLOCK_A, BLOCK_B], "alpha": [5.0, 5.0], "target": [BLOCK_TARGETS[BLOCK_A], BLOCK_TARGETS[BLOCK_B]],
+        "top_ids": [[[t, 1] for t in BLOCK_TARGETS[BLOCK_A]], [[t, 1] for t in BLOCK_TARGETS[BLOCK_B]]],
+        "top_probs": [[[0.6, 0.4]] * 6] * 2, "confidence": [confidence[BLOCK_A], confidence[BLOCK_B]],
+    })
+    write_dataset(labels, GENERIC_LABELS, stage="generic_labels", root=root)
+    passages = pd.DataFrame([{"passage_id": "forget:a.txt#0", "doc_id": "forget:a.txt", "corpus": "forget", "index": 0,
+                              "char_start": 0, "char_end": len(text), "text": text,
+                              "sha256": hashlib.sha256(text.encode()).hexdigest()}])
+    write_dataset(passages, PASSAGES, stage="ingest", root=root)
+    write_dataset(pd.DataFrame({
+        "anchor": ["Holmes"], "kind": ["person"], "translations": [["Jon"]], "variants": [["Holmes"]], "rank": [1],
+        "score": [9.0], "forget_count": [3], "status": ["proposed"], "proposed_by": [["log_odds"]],
+        "proposer": ["offline"], "review": [[]],
+    }), DICTIONARY, stage="dictionary", root=root)
+
+
+# --- a local OpenAI-compatible chat server ----------------------------------------------------
+
+Reply = Callable[[dict], tuple[int, str]]
+
+
+@contextmanager
+def chat_server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
+    """A /v1/chat/completions server on 127.0.0.1; yields its base URL and the requests it got."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
+            status, text = reply(body)
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def completion(content: str) -> tuple[int, str]:
+    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})

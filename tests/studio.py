@@ -1,9 +1,6 @@
 """A real Label Studio server for the tests that need one, shared by the whole test session.
 
-Usage in a test module::
-
-    from tests.studio import studio_server  # noqa: F401  (importing registers the fixture)
-    # (ruff also reports F811 where a test takes `studio_server` as a parameter: `# ruff: noqa: F811`)
+The fixture ``studio_server`` (tests/conftest.py) starts it; usage in a test module::
 
     def test_review_round_trip(studio_server, tmp_path):
         ls = studio_server.client()                    # label_studio_sdk.LabelStudio
@@ -13,7 +10,7 @@ Usage in a test module::
         studio_server.use(monkeypatch)                 # LABEL_STUDIO_URL / _API_KEY for this test
         ...                                            # code calling pipeline.review.studio.client(root)
 
-The server is started once per session (whichever module asks first; later modules share it)
+The server is started once per session (by the first test that asks; later ones share it)
 through :func:`pipeline.review.studio.start`, on a free 127.0.0.1 port, with its data in a temporary
 folder and fixed test credentials given to the server directly (no ``.env`` is written). It is
 stopped when the session ends. Its venv is ``WHP_STUDIO_VENV`` if set, else ``<repo>/.studio/venv``,
@@ -33,9 +30,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.review import studio
+from pipeline.review.connection import API_KEY_KEY, URL_KEY
+from pipeline.review.credentials import Credentials
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_CREDENTIALS = studio.Credentials(
+TEST_CREDENTIALS = Credentials(
     username="tests@whp.local", password="whp-tests-password-1", api_key="whp-tests-token-0123456789abcdef"
 )
 START_TIMEOUT_S = 300.0  # a loaded two-core CI machine runs the first start's migrations slowly
@@ -48,7 +47,7 @@ class StudioServer:
     url: str
     api_key: str
     root: Path
-    credentials: studio.Credentials
+    credentials: Credentials
 
     def client(self):
         """A checked ``label_studio_sdk.LabelStudio`` client for this server."""
@@ -56,7 +55,7 @@ class StudioServer:
 
     def environ(self) -> dict[str, str]:
         """``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY`` for this server."""
-        return {studio.URL_KEY: self.url, studio.API_KEY_KEY: self.api_key}
+        return {URL_KEY: self.url, API_KEY_KEY: self.api_key}
 
     def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point ``pipeline.review.studio.client()`` (and anything reading the settings) at this server for one test."""
@@ -76,37 +75,10 @@ def studio_venv() -> Path:
     return Path(configured).resolve() if configured else REPO / studio.STUDIO_DIR / "venv"
 
 
-# A session fixture imported into several modules is registered once per module, and pytest
-# would run it once per registration: share one server and stop it after its last user.
-_shared: StudioServer | None = None
-_users = 0
-
-
-def _stop_shared() -> None:
-    global _shared
-    if _shared is not None:
-        studio.stop(_shared.root)
-        _shared = None
-
-
-atexit.register(_stop_shared)  # an interrupted session must not leave a server behind
-
-
-@pytest.fixture(scope="session")
-def studio_server(tmp_path_factory: pytest.TempPathFactory):
-    """The session's Label Studio server (see the module docstring)."""
-    global _shared, _users
-    if _shared is None:
-        root = tmp_path_factory.mktemp("studio-server")
-        port = free_loopback_port()
-        state = studio.start(root, port=port, creds=TEST_CREDENTIALS, venv=studio_venv(), timeout=START_TIMEOUT_S)
-        assert state.url is not None
-        _shared = StudioServer(url=state.url, api_key=TEST_CREDENTIALS.api_key, root=root,
-                               credentials=TEST_CREDENTIALS)
-    _users += 1
-    try:
-        yield _shared
-    finally:
-        _users -= 1
-        if _users == 0:
-            _stop_shared()
+def start_test_server(root: Path) -> StudioServer:
+    """Start a server for the tests with its data under ``root`` (stop it with ``studio.stop(root)``)."""
+    port = free_loopback_port()
+    state = studio.start(root, port=port, creds=TEST_CREDENTIALS, venv=studio_venv(), timeout=START_TIMEOUT_S)
+    assert state.url is not None
+    atexit.register(studio.stop, root)  # an interrupted session must not leave a server behind
+    return StudioServer(url=state.url, api_key=TEST_CREDENTIALS.api_key, root=root, credentials=TEST_CREDENTIALS)

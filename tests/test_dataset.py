@@ -11,18 +11,13 @@ import pandas as pd
 import pytest
 
 from pipeline import dataset
-from pipeline.review.linguistic import DecisionsError, apply_decisions, load_decisions
+from pipeline.review.decisions import DecisionsError, apply_decisions, load_decisions
 from pipeline.params import parse_params
-from pipeline.store import read_dataset, read_manifest, write_dataset
-from schemas.anchors import DICTIONARY
-from schemas.blocks import BLOCKS
-from schemas.corpus import PASSAGES
+from pipeline.store import read_dataset, read_manifest
 from schemas.dataset import IGNORE
-from schemas.labels import GENERIC_LABELS
-from tests.conftest import TINY_TEXT, train_tiny_tokenizer
+from tests.conftest import BLOCK_A as A, BLOCK_B as B, BLOCK_TARGETS as TARGETS, TINY_TEXT, train_tiny_tokenizer
+from tests.conftest import write_block_inputs as write_inputs
 
-A, B = "forget:a.txt@0", "forget:a.txt@1"
-TARGETS = {A: [5, 6, 7, 8, 9, 10], B: [11, 12, 13, 14, 15, 16]}
 
 
 def decision(key_block: str, positions: list[int], verdict: str, *, created: str = "2026-11-27T10:00:00Z",
@@ -105,38 +100,6 @@ def test_decisions_on_missing_blocks_or_positions_are_errors_naming_file_and_lin
 
 
 # --- the stage on disk --------------------------------------------------------------------
-
-
-def write_inputs(root: Path, confidence: dict[str, list[float]] | None = None) -> None:
-    """Two 6-position forget blocks (identity alignment, all trained), their alpha-5 labels
-    (``TARGETS``; confidence 0.6 unless given), a passage and a one-entry dictionary."""
-    confidence = confidence or {A: [0.6] * 6, B: [0.6] * 6}
-    text = "The river was cold and grey. " * 4
-    blocks = []
-    for index, block in enumerate((A, B)):
-        blocks.append({
-            "block_id": block, "doc_id": "forget:a.txt", "index": index, "token_start": 6 * index,
-            "char_start": 20 * index, "char_end": 20 * index + 20, "input_ids": [3, 4, 5, 6, 7, 8], "world": 0,
-            "translated_text": text, "translated_ids": [3, 4, 5, 6, 7, 8], "alignment": [0, 1, 2, 3, 4, 5],
-            "loss_mask": [1] * 6, "drop_reasons": [""] * 6, "anchors": [], "used_positions": [],
-            "used_token_ids": [],
-        })
-    write_dataset(pd.DataFrame(blocks), BLOCKS, stage="blocks", root=root)
-    labels = pd.DataFrame({
-        "block_id": [A, B], "alpha": [5.0, 5.0], "target": [TARGETS[A], TARGETS[B]],
-        "top_ids": [[[t, 1] for t in TARGETS[A]], [[t, 1] for t in TARGETS[B]]],
-        "top_probs": [[[0.6, 0.4]] * 6] * 2, "confidence": [confidence[A], confidence[B]],
-    })
-    write_dataset(labels, GENERIC_LABELS, stage="generic_labels", root=root)
-    passages = pd.DataFrame([{"passage_id": "forget:a.txt#0", "doc_id": "forget:a.txt", "corpus": "forget", "index": 0,
-                              "char_start": 0, "char_end": len(text), "text": text,
-                              "sha256": hashlib.sha256(text.encode()).hexdigest()}])
-    write_dataset(passages, PASSAGES, stage="ingest", root=root)
-    write_dataset(pd.DataFrame({
-        "anchor": ["Holmes"], "kind": ["person"], "translations": [["Jon"]], "variants": [["Holmes"]], "rank": [1],
-        "score": [9.0], "forget_count": [3], "status": ["proposed"], "proposed_by": [["log_odds"]],
-        "proposer": ["offline"], "review": [[]],
-    }), DICTIONARY, stage="dictionary", root=root)
 
 
 def test_the_stage_applies_the_decisions_with_provenance(tmp_path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -124,34 +122,30 @@ def check_dvc(root: Path) -> Check:
 
 
 def check_label_studio(root: Path, *, timeout: float = 3.0) -> Check:
+    """The review server (``LABEL_STUDIO_URL``, else the managed one): asked by the same check as
+    ``whp studio status`` and the review commands (:func:`pipeline.review.connection.check_server`)."""
+    from pipeline.review.connection import API_KEY_KEY, check_server
     from pipeline.review.studio import resolve_url
 
     url = resolve_url(root)
     if not url:
         return Check("Label Studio", "ok", "not running or configured (only needed for review: whp studio start)")
-    if not setting("LABEL_STUDIO_API_KEY", root):
-        return Check("Label Studio", "fail", f"{url}: LABEL_STUDIO_API_KEY is not set",
-                     "export LABEL_STUDIO_API_KEY=... or put it in the ignored .env file")
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as response:
-            healthy = response.status == 200
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return Check("Label Studio", "fail", f"{url} unreachable: {exc}", "start the server, or fix LABEL_STUDIO_URL")
-    if not healthy:
-        return Check("Label Studio", "fail", f"{url}/health did not answer 200", "check the server's log")
-    request = urllib.request.Request(
-        url.rstrip("/") + "/api/projects?page_size=1",
-        headers={"Authorization": f"Token {setting('LABEL_STUDIO_API_KEY', root)}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            pass
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            return Check("Label Studio", "fail", f"{url} refuses LABEL_STUDIO_API_KEY (HTTP {exc.code})",
-                         "set the key of that server in the environment or .env")
-    except (urllib.error.URLError, OSError):
-        pass
+    api_key = setting(API_KEY_KEY, root)
+    if not api_key:
+        return Check("Label Studio", "fail", f"{url}: {API_KEY_KEY} is not set",
+                     f"export {API_KEY_KEY}=... or put it in the ignored .env file")
+    checked = check_server(url, api_key=api_key, timeout=timeout)
+    if checked.health is None:
+        return Check("Label Studio", "fail", f"{url} unreachable", "start the server, or fix LABEL_STUDIO_URL")
+    if not checked.healthy:
+        return Check("Label Studio", "fail", f"{url}/health answered HTTP {checked.health}", "check the server's log")
+    if checked.key in (401, 403):
+        return Check("Label Studio", "fail", f"{url} refuses {API_KEY_KEY} (HTTP {checked.key})",
+                     "set the key of that server in the environment or .env")
+    if checked.key != 200:
+        answer = "no answer" if checked.key is None else f"HTTP {checked.key}"
+        return Check("Label Studio", "warn", f"{url} healthy, but the API key check got {answer}",
+                     "check the server's log")
     return Check("Label Studio", "ok", f"{url} healthy, key accepted")
 
 

@@ -71,20 +71,27 @@ def review_push(name: ReviewName, project: ProjectOption = Path(".")) -> None:
                       batch_size=settings.batch_size)
     except PipelineError as exc:
         fail(exc)
+    repaired = f", {counts['repaired']} repaired (pre-annotations restored)" if counts["repaired"] else ""
     console.print(f"whp-{name} (project {counts['project_id']}): {counts['created']} created, "
-                  f"{counts['updated']} updated, {counts['unchanged']} unchanged", highlight=False)
+                  f"{counts['updated']} updated, {counts['unchanged']} unchanged{repaired}", highlight=False)
     if counts["untracked"]:
         errors.print(f"[yellow]{len(counts['untracked'])} task(s) on the server are not in labels/{name}/tasks.jsonl "
                      f"(pull will refuse them): {', '.join(counts['untracked'][:10])}", highlight=False)
 
 
 @review_app.command("pull")
-def review_pull(name: ReviewName, project: ProjectOption = Path(".")) -> None:
-    """Export the reviewers' work: a snapshot under labels/<name>/snapshots/ and the normalised file."""
+def review_pull(
+    name: ReviewName,
+    force: Annotated[bool, typer.Option("--force", help="Write even when records pulled earlier would vanish because "
+                                        "their reviewers' work is no longer on the server (a reset server).")] = False,
+    project: ProjectOption = Path("."),
+) -> None:
+    """Export the reviewers' work: a snapshot under labels/<name>/snapshots/ and the normalised file.
+    Refuses (exit 1, labels/ untouched) when records already pulled would vanish, unless --force."""
     from pipeline.review.sync import pull
 
     try:
-        summary = pull(name, project, _review_client(project))
+        summary = pull(name, project, _review_client(project), force=force)
     except PipelineError as exc:
         fail(exc)
     _print_review(summary)

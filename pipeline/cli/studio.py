@@ -16,8 +16,10 @@ studio_app = sub_app("The local Label Studio server for the review: its own venv
 
 
 def _print_studio_status(project: Path, state) -> None:
-    from pipeline.review import studio
     from pipeline.env import setting
+    from pipeline.review import studio
+    from pipeline.review.connection import API_KEY_KEY, URL_KEY
+    from pipeline.review.credentials import PASSWORD_KEY, USERNAME_KEY, mask
 
     yes_no = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]not checked[/]"}
     table = Table("", "", show_header=False, box=None)
@@ -25,16 +27,16 @@ def _print_studio_status(project: Path, state) -> None:
     table.add_row("url", state.url or "-")
     table.add_row("healthy", yes_no[state.healthy])
     table.add_row("API key accepted", yes_no[state.token_accepted])
-    table.add_row("account", setting(studio.USERNAME_KEY, project) or "(not set)")
-    table.add_row("password", studio.mask(setting(studio.PASSWORD_KEY, project)))
-    table.add_row("API key", studio.mask(setting(studio.API_KEY_KEY, project)))
+    table.add_row("account", setting(USERNAME_KEY, project) or "(not set)")
+    table.add_row("password", mask(setting(PASSWORD_KEY, project)))
+    table.add_row("API key", mask(setting(API_KEY_KEY, project)))
     table.add_row("data", str(state.data_dir))
     table.add_row("log", str(state.log))
     table.add_row("venv", str(studio.venv_dir(project)))
     console.print(table, highlight=False)
-    configured = setting(studio.URL_KEY, project)
+    configured = setting(URL_KEY, project)
     if configured:
-        console.print(f"{studio.URL_KEY} is set: the pipeline uses {configured}", highlight=False)
+        console.print(f"{URL_KEY} is set: the pipeline uses {configured}", highlight=False)
 
 
 @studio_app.command("install")
@@ -63,7 +65,7 @@ def studio_start(
         fail(exc)
     _print_studio_status(project, state)
     if state.token_accepted is False:
-        fail(studio.StudioError(f"the server at {state.url} is running but refuses {studio.API_KEY_KEY}: it keeps "
+        fail(studio.StudioError(f"the server at {state.url} is running but refuses LABEL_STUDIO_API_KEY: it keeps "
                                  "the token of its first start (restore that one in .env)"))
 
 

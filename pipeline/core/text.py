@@ -6,12 +6,12 @@ the normalised text. It is versioned (``NORMALISATION``): change the rules, bump
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.jsonl import parse_jsonl
 from pipeline.errors import CorpusError
 
 NORMALISATION = "normalise_v1"
@@ -180,42 +180,28 @@ def strip_front_matter(text: str) -> str:
 
 
 def read_jsonl(data: bytes, path: Path, text_field: str) -> tuple[list[SourceRecord], list[Refusal]]:
-    """One record per non-blank line; bad lines are refused with their line number, not fatal."""
+    """One record per non-blank line (:func:`pipeline.core.jsonl.parse_jsonl`); a bad line (not
+    UTF-8, invalid JSON, nested too deep, a duplicate key, not an object, no usable text field)
+    is refused with its line number and reason, not fatal. A binary file, or one without any
+    usable line, is a :class:`CorpusError`."""
     nul = data.find(b"\x00")
     if nul >= 0:
         raise CorpusError(f"{path}: binary file (NUL byte at byte offset {nul}); JSONL files must be UTF-8 text")
     records, refused = [], []
-    offset = 0
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM is not part of the first record
-        data, offset = data[3:], 3
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        line_offset, offset = offset, offset + len(raw) + 1
-        if not raw.strip():
-            continue
-
-        def refuse(reason: str, raw: bytes = raw, number: int = number) -> None:
-            refused.append(Refusal(str(path), f"line {number}", reason, raw.decode("utf-8", "replace")))
-
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            refuse(f"not valid UTF-8 at byte offset {line_offset + exc.start}")
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            refuse(f"invalid JSON: {exc.msg} (column {exc.colno})")
-            continue
-        if not isinstance(obj, dict):
-            refuse(f"expected a JSON object, got {type(obj).__name__}")
+    for line in parse_jsonl(data, source=str(path)):
+        obj = line.record
+        if line.problem is not None:
+            reason = line.problem
         elif text_field not in obj:
-            refuse(f"no field {text_field!r} (text_field in params)")
+            reason = f"no field {text_field!r} (text_field in params)"
         elif not isinstance(obj[text_field], str):
-            refuse(f"field {text_field!r} is {type(obj[text_field]).__name__}, not a string")
+            reason = f"field {text_field!r} is {type(obj[text_field]).__name__}, not a string"
         elif not obj[text_field].strip():
-            refuse(f"field {text_field!r} is empty")
+            reason = f"field {text_field!r} is empty"
         else:
-            records.append(SourceRecord(path, number, obj[text_field]))
+            records.append(SourceRecord(path, line.number, obj[text_field]))
+            continue
+        refused.append(Refusal(str(path), f"line {line.number}", reason, line.text))
     if not records:
         reasons = "; ".join(f"{r.location}: {r.reason}" for r in refused[:5]) or "no non-blank line"
         raise CorpusError(f"{path}: no usable JSONL record ({reasons})")

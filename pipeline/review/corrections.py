@@ -1,58 +1,18 @@
-"""Reviewers' corrections of the anchor dictionary: the file format, its reader, and how the
-corrections are applied to the proposed dictionary (pure functions; the ``dictionary`` stage
-does the I/O).
+"""How reviewers' corrections are applied to the proposed anchor dictionary (pure functions; the
+``dictionary`` stage does the I/O).
 
 Corrections are an *overlay*: the proposed dictionary (``anchor_candidates`` joined with
 ``anchor_translations``) is never edited in place. Reviewers' decisions live in
-``labels/anchors/corrections.jsonl`` (``dictionary.corrections`` in params, tracked in git) and
-one stage applies them with :func:`apply_corrections`. ``labels/anchors/README.md`` documents the
-same format for reviewers and for whoever writes an exporter.
+``labels/anchors/corrections.jsonl`` (``dictionary.corrections`` in params, tracked in git; format
+``corrections_v1``: :class:`pipeline.review.records.Correction`, and ``labels/anchors/README.md``
+for reviewers and for whoever writes an exporter) and one stage applies them with
+:func:`apply_corrections`.
 
-File format (``corrections_v1``): JSON Lines, UTF-8, one JSON object per line, blank lines
-ignored::
-
-    {"action": "reject", "anchor": "Toby", "reviewer": "ann@example.org",
-     "created_at": "2026-11-27T10:00:00Z", "task": "forget:book.txt#12",
-     "note": "a dog's name is fine"}
-
-(one line in the file). Fields every record has:
-
-* ``action``: one of the actions below;
-* ``anchor``: the dictionary key the decision is about, matched *exactly* (case and spacing
-  included) against the keys, never against ``variants``;
-* ``reviewer``: who decided (non-empty string, e.g. an e-mail address);
-* ``created_at``: when, ISO 8601 *with a timezone* (``2026-11-27T10:00:00Z``,
-  ``2026-11-27T11:00:00+01:00``).
-
-Optional everywhere: ``task`` (the Label Studio task), ``note`` (free text, shown in the review
-provenance and in the reject reason), ``source`` (e.g. the export snapshot the record came
-from). ``null`` means absent for optional fields. Any other key is an error.
-
-Actions:
-
-=====================  ====================================  =====================================
-action                 fields                                effect
-=====================  ====================================  =====================================
-``accept``             --                                    the entry is confirmed as proposed
-``reject``             --                                    the entry leaves the dictionary and
-                                                             goes to the rejects (reviewer, time
-                                                             and note as the reason)
-``change_span``        ``new_anchor``; optional ``kind``,    the key becomes ``new_anchor``; the
-                       ``translations``                      old key is kept in ``variants``;
-                                                             without ``translations`` the
-                                                             proposer translates the new key
-``change_kind``        ``kind``                              the kind changes (translations kept)
-``change_translation`` ``translations``                      the translations are replaced
-``add``                ``kind``; optional ``translations``   a missed term joins the dictionary
-=====================  ====================================  =====================================
-
-``kind`` is one of :data:`schemas.anchors.KINDS`. ``translations`` is a non-empty list of
-non-empty strings without leading or trailing blanks. Translations are index-aligned (translation
-``i`` of every anchor belongs to substitute world ``i``), so every entry has the same number
-``n`` of them: a reviewer's list shorter than ``n`` is *cycled* to length ``n``
-(``["Jon"]`` with n=3 becomes ``["Jon", "Jon", "Jon"]``, ``["A", "B"]`` becomes
-``["A", "B", "A"]``), a longer one is cut to its first ``n``; either is said in the entry's
-review note.
+Translations are index-aligned (translation ``i`` of every anchor belongs to substitute world
+``i``), so every entry has the same number ``n`` of them: a reviewer's list shorter than ``n`` is
+*cycled* to length ``n`` (``["Jon"]`` with n=3 becomes ``["Jon", "Jon", "Jon"]``, ``["A", "B"]``
+becomes ``["A", "B", "A"]``), a longer one is cut to its first ``n``; either is said in the
+entry's review note.
 
 Order: corrections apply in chronological order of ``created_at`` (compared as instants, so
 time zones are honoured), ties broken by file name and then line number. A later decision
@@ -62,266 +22,26 @@ the order of the lines in the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pipeline.errors import PipelineError
-from schemas.anchors import KINDS, DictionarySchema
+from pipeline.review.records import Correction, CorrectionsError, load_corrections
+from pipeline.review.validation import translations_problems
+from schemas.anchors import DictionarySchema
 
-CORRECTIONS_FORMAT = "corrections_v1"
+__all__ = ["Correction", "CorrectionsError", "apply_corrections", "correction_order", "load_corrections"]
+# (Correction, CorrectionsError and load_corrections are the dictionary stage's, from records.)
+
 REVIEW = "review"
 """``proposer`` of translations written by a reviewer, ``proposed_by`` of added entries."""
-
-REQUIRED_FIELDS = ("action", "anchor", "reviewer", "created_at")
-OPTIONAL_FIELDS = ("task", "note", "source")
-ACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # action: (required fields, optional fields) besides the common ones
-    "accept": ((), ()),
-    "reject": ((), ()),
-    "change_span": (("new_anchor",), ("kind", "translations")),
-    "change_kind": (("kind",), ()),
-    "change_translation": (("translations",), ()),
-    "add": (("kind",), ("translations",)),
-}
-_ACTION_FIELDS = ("new_anchor", "kind", "translations")
-_KNOWN_FIELDS = (*REQUIRED_FIELDS, *_ACTION_FIELDS, *OPTIONAL_FIELDS)
 DICTIONARY_COLUMNS = tuple(DictionarySchema.to_schema().columns)
 _MAX_RECORD_CHARS = 500
 
 Propose = Callable[[list[tuple[str, str]]], dict[str, tuple[list[str], str]]]
 """``[(anchor, kind), ...] -> {anchor: (translations, proposer_name)}``."""
-
-
-class CorrectionsError(PipelineError):
-    """The corrections file is malformed, or its corrections do not fit the dictionary."""
-
-
-@dataclass(frozen=True)
-class Correction:
-    """One reviewer decision: a validated record of the corrections file.
-
-    ``file`` and ``line`` say where it came from (1-based line number). Constructing one with
-    invalid fields raises :class:`CorrectionsError` (the same checks as :func:`load_corrections`).
-    ``translations`` is stored as a tuple (a list is converted).
-    """
-
-    action: str
-    anchor: str
-    reviewer: str
-    created_at: str
-    file: str
-    line: int
-    new_anchor: str | None = None
-    kind: str | None = None
-    translations: tuple[str, ...] | None = None
-    task: str | None = None
-    note: str | None = None
-    source: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.translations, list):
-            object.__setattr__(self, "translations", tuple(self.translations))
-        problems = record_problems(self.as_record())
-        if problems:
-            raise CorrectionsError(f"{self.where}: {'; '.join(problems)}")
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
-    @property
-    def timestamp(self) -> datetime:
-        """``created_at`` as a timezone-aware datetime."""
-        return datetime.fromisoformat(self.created_at)
-
-    def as_record(self) -> dict[str, Any]:
-        """The JSON object of this correction in the file format (absent fields left out)."""
-        record: dict[str, Any] = {}
-        for name in _KNOWN_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                record[name] = list(value) if isinstance(value, tuple) else value
-        return record
-
-    def to_json(self) -> str:
-        """One line of the corrections file (without the newline)."""
-        return json.dumps(self.as_record(), ensure_ascii=False)
-
-    def provenance(self, remark: str | None = None) -> str:
-        """``"<created_at> <reviewer> <action> (<file>:<line>)"`` plus ``": <note>"``."""
-        parts = [p for p in ((self.note or "").strip(), remark) if p]
-        head = f"{self.created_at} {self.reviewer} {self.action} ({self.where})"
-        return head + (": " + "; ".join(parts) if parts else "")
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _string_problem(name: str, value: Any, *, key: bool = False) -> str | None:
-    if not isinstance(value, str):
-        return f"field {name!r} must be a string, got {_json_type(value)}"
-    if not value.strip():
-        return f"field {name!r} is empty"
-    if key and value != value.strip():
-        return f"field {name!r} has leading or trailing blanks ({value!r})"
-    return None
-
-
-def _translations_problems(value: Any) -> list[str]:
-    if not isinstance(value, (list, tuple)):
-        return [f"field 'translations' must be a list of strings, got {_json_type(value)}"]
-    if not value:
-        return ["field 'translations' is an empty list"]
-    problems = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            problems.append(f"translations[{i}] must be a string, got {_json_type(item)}")
-        elif not item.strip():
-            problems.append(f"translations[{i}] is empty")
-        elif item != item.strip():
-            problems.append(f"translations[{i}] has leading or trailing blanks ({item!r})")
-    return problems
-
-
-def record_problems(record: Mapping[str, Any]) -> list[str]:
-    """Every problem of one record of the corrections file (``[]`` when it is valid).
-
-    The one place that checks the format; ``None`` values count as absent.
-    """
-    problems = [
-        f"unknown field {key!r} (known: {', '.join(_KNOWN_FIELDS)})" for key in record if key not in _KNOWN_FIELDS
-    ]
-    for name in REQUIRED_FIELDS:
-        value = record.get(name)
-        if value is None:
-            problems.append(f"missing required field {name!r}")
-        elif problem := _string_problem(name, value, key=name == "anchor"):
-            problems.append(problem)
-
-    action = record.get("action")
-    if isinstance(action, str) and action.strip() and action not in ACTIONS:
-        problems.append(f"unknown action {action!r} (expected one of: {', '.join(ACTIONS)})")
-
-    created_at = record.get("created_at")
-    if isinstance(created_at, str) and created_at.strip():
-        try:
-            moment = datetime.fromisoformat(created_at)
-        except ValueError:
-            problems.append(f"field 'created_at' is not an ISO 8601 time: {created_at!r}")
-        else:
-            if moment.tzinfo is None:
-                problems.append(f"field 'created_at' has no timezone: {created_at!r} (add 'Z' or '+01:00')")
-
-    if action in ACTIONS:
-        required, optional = ACTIONS[action]
-        for name in _ACTION_FIELDS:
-            present = record.get(name) is not None
-            if name in required and not present:
-                problems.append(f"missing required field {name!r} for action {action!r}")
-            elif present and name not in required and name not in optional:
-                problems.append(f"field {name!r} is not used by action {action!r}")
-
-    if record.get("new_anchor") is not None:
-        if problem := _string_problem("new_anchor", record["new_anchor"], key=True):
-            problems.append(problem)
-        elif record["new_anchor"] == record.get("anchor"):
-            problems.append("field 'new_anchor' equals 'anchor' (nothing to change)")
-    kind = record.get("kind")
-    if kind is not None:
-        if not isinstance(kind, str):
-            problems.append(f"field 'kind' must be a string, got {_json_type(kind)}")
-        elif kind not in KINDS:
-            problems.append(f"unknown kind {kind!r} (expected one of: {', '.join(KINDS)})")
-    if record.get("translations") is not None:
-        problems.extend(_translations_problems(record["translations"]))
-    for name in OPTIONAL_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            problems.append(f"field {name!r} must be a string, got {_json_type(value)}")
-    return problems
-
-
-def load_corrections(path: Path | str) -> list[Correction]:
-    """Read a corrections file (format in the module docstring), in file order.
-
-    A missing file means no corrections (``[]``). Every problem of the file (invalid UTF-8 or
-    JSON, not an object, duplicate or unknown field, unknown action or kind, missing or empty
-    required field, bad ``created_at``, bad ``translations``) is collected and reported in one
-    :class:`CorrectionsError`, each as ``<file>:<line>: <problem>``.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    if not path.is_file():
-        raise CorrectionsError(f"{path}: corrections path is not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CorrectionsError(f"{path}: cannot read: {exc.strerror}") from None
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not part of the first record
-
-    corrections: list[Correction] = []
-    problems: list[tuple[int, str]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append((number, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"))
-            continue
-        duplicates: list[str] = []
-        try:
-            record = json.loads(text, object_pairs_hook=lambda pairs, seen=duplicates: _unique_keys(pairs, seen))
-        except json.JSONDecodeError as exc:
-            problems.append((number, f"invalid JSON: {exc.msg} (column {exc.colno})"))
-            continue
-        if not isinstance(record, dict):
-            problems.append((number, f"expected a JSON object, got {_json_type(record)}"))
-            continue
-        found = [f"duplicate field {key!r}" for key in duplicates] + record_problems(record)
-        if found:
-            problems.extend((number, problem) for problem in found)
-            continue
-        corrections.append(Correction(file=str(path), line=number, **record))
-
-    if problems:
-        lines = sorted({line for line, _ in problems})
-        head = (
-            f"{path}: {len(problems)} problem(s) on {len(lines)} line(s) of the corrections file "
-            f"(format {CORRECTIONS_FORMAT}, see labels/anchors/README.md)"
-        )
-        raise CorrectionsError("\n".join([head, *(f"  - {path}:{line}: {problem}" for line, problem in problems)]))
-    return corrections
-
-
-def _unique_keys(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
-    # json keeps the last of duplicate keys silently: a reviewer's record must not lose a field.
-    record: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in record:
-            duplicates.append(key)
-        record[key] = value
-    return record
 
 
 def correction_order(correction: Correction) -> tuple[datetime, str, int]:
@@ -548,7 +268,7 @@ class _Sequence:
                 problems.append(f"{anchor!r}: no (translations, proposer) pair returned")
                 continue
             translations, name = proposal
-            found = _translations_problems(translations)
+            found = translations_problems(translations)
             if not found and self.n is None:
                 self.n = len(translations)
             if not found and len(translations) != self.n:

@@ -1,6 +1,5 @@
-"""Linguistic review (docs/algorithm.md, Human review, review 2): which generic labels reviewers
-check, the decisions file they produce, and how the ``dataset`` stage applies it. Pure
-functions; :mod:`pipeline.review.verdicts` (Label Studio) and :mod:`pipeline.dataset` do the I/O.
+"""The ``linguistic`` review (docs/algorithm.md, Human review, review 2): which generic labels
+reviewers check, and the normaliser that turns their verdicts into decisions.
 
 Tasks. A position ``i`` of a forget block is *uncertain* when it is trained on (``loss_mask``
 1) and its generic label at ``dataset.alpha`` has a confidence below
@@ -19,76 +18,41 @@ Tasks. A position ``i`` of a forget block is *uncertain* when it is trained on (
 Its key is ``<block_id>:<first position>``; tasks are ordered by their least confident
 position (then key) and cut at ``review.max_tasks``.
 
-Decisions file (``labels/linguistic/decisions.jsonl``, format ``linguistic_decisions_v1``):
-JSON Lines, one object per reviewed task, e.g. (one line in the file)::
-
-    {"key": "forget:canon.txt@3:17", "block_id": "forget:canon.txt@3", "positions": [17, 19],
-     "alpha": 5.0, "targets": [1012, 13], "verdict": "incorrect", "fix": " said",
-     "reviewer": "ann@example.org", "created_at": "2026-11-27T10:00:00+00:00",
-     "source": "20261127T120000Z.json"}
-
-* required: ``key`` (``<block_id>:<positions[0]>``), ``block_id``, ``positions`` (ascending
-  original positions, the task's uncertain ones), ``verdict`` (``correct``, ``incorrect`` or
-  ``unsure``), ``reviewer``, ``created_at`` (ISO 8601 with a timezone);
-* optional: ``fix`` (only with ``incorrect``: the exact text that should follow the translated
-  context, leading space included, e.g. ``" said"``), ``alpha`` and ``targets`` (the alpha and the
-  generic target ids the reviewer judged, one per position: a decision whose alpha or targets no
-  longer match the dataset is *stale*), ``note``, ``source`` (the export snapshot). Any other
-  field is an error.
-
-Applying (the ``dataset`` stage, :func:`apply_decisions`):
-
-* several records with one key: the latest ``created_at`` wins (ties: the later line); the
-  others are *superseded*;
-* a record naming a block the dataset lacks or a position outside its block is an error (all of
-  them listed, ``<file>:<line>: <problem>``); so is a ``fix`` that encodes to no token;
-* a winning record is *stale*, and skipped (counted in the dataset card), when its ``alpha``
-  differs from ``dataset.alpha``, its ``targets`` differ from the current generic targets, or
-  one of its positions is not trained on;
-* ``correct`` and ``unsure`` change nothing;
-* ``incorrect`` without ``fix``: every position of the task leaves the loss (label ``-100``,
-  ``loss_mask`` 0);
-* ``incorrect`` with ``fix``: at the first position (where the shown context ends) the first
-  token of the tokenized fix becomes the hard target, with a one-hot soft target (``top_ids``
-  starts with it, ``top_probs`` is ``[1, 0, ...]``, ``confidence`` 1); the task's other positions
-  leave the loss (the fix says what comes next after the context only; the later targets are
-  predictions after the *original* next tokens, which the fix does not correct).
-
-Records apply in time order (``created_at``, then line), so a later decision on an overlapping
-task overrides an earlier one position by position.
+Reviewers judge ``correct``/``incorrect``/``unsure`` (the ``verdict`` control) and may type a
+fix (the ``fix`` text box). An annotation must choose exactly one verdict; anything else is a
+problem naming task and annotation. Each reviewer's latest annotation is their vote
+(:mod:`pipeline.review.voting`); the fix is voted among the reviewers of the winning
+``incorrect`` verdict (no fix is a vote too); a tie leaves the fix out (the positions are then
+dropped) and is listed as a conflict. Pulled into ``labels/linguistic/decisions.jsonl`` (format:
+:class:`pipeline.review.records.LinguisticDecision`), which the ``dataset`` stage applies
+(:mod:`pipeline.review.decisions`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import PipelineError
-from pipeline.review.records import field_problems, int_problem, json_type, read_records, string_problem, time_problem
-from schemas.dataset import IGNORE
+from pipeline.errors import DatasetNotFoundError
+from pipeline.paths import BASELINE
+from pipeline.review.export import Annotation, choice_parser
+from pipeline.review.projects import MAX_TASKS, ReviewError, Workflow
+from pipeline.review.records import VERDICTS, LinguisticDecision, task_key
+from pipeline.review.voting import Conflict, Review, majority, normalise_choices, voters
+from pipeline.store import read_dataset
 
-DECISIONS_FORMAT = "linguistic_decisions_v1"
-VERDICTS = ("correct", "incorrect", "unsure")
-REQUIRED_FIELDS = ("key", "block_id", "positions", "verdict", "reviewer", "created_at")
-OPTIONAL_FIELDS = ("fix", "alpha", "targets", "note", "source")
-FIELDS = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
+VERDICT_CONTROL = "verdict"
+FIX_CONTROL = "fix"
 MARK = ("⟦", "⟧")
 ELLIPSIS = "…"
 END_OF_BLOCK = "(end of block)"
 
 Decode = Callable[[list[int]], str]
-Encode = Callable[[str], list[int]]
-
-
-class DecisionsError(PipelineError):
-    """The linguistic decisions file is malformed or names blocks or positions that do not exist."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,10 +76,6 @@ def group_positions(positions: Sequence[int], *, gap: int, span: int) -> list[li
         else:
             groups.append([position])
     return groups
-
-
-def task_key(block_id: str, first: int) -> str:
-    return f"{block_id}:{first}"
 
 
 def linguistic_tasks(
@@ -198,221 +158,67 @@ def fix_text(typed: str | None, context: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# The decisions file
+# Label Studio
 
 
-def decision_problems(record: Mapping[str, Any]) -> list[str]:
-    """Every problem of one record of the decisions file (``[]`` when valid); ``None`` is absent."""
-    problems = field_problems(record, FIELDS, REQUIRED_FIELDS)
-    for name in ("key", "block_id", "reviewer"):
-        if record.get(name) is not None and (problem := string_problem(name, record[name])):
-            problems.append(problem)
-    if record.get("created_at") is not None and (problem := time_problem("created_at", record["created_at"])):
-        problems.append(problem)
-    verdict = record.get("verdict")
-    if verdict is not None and verdict not in VERDICTS:
-        problems.append(f"unknown verdict {verdict!r} (expected one of: {', '.join(VERDICTS)})")
-    positions = record.get("positions")
-    positions_ok = False
-    if positions is not None:
-        if not isinstance(positions, list) or not positions:
-            problems.append(f"field 'positions' must be a non-empty list of integers, got {json_type(positions)}")
-        elif found := [p for p in (int_problem("positions[]", v, low=0) for v in positions) if p]:
-            problems.append(found[0])
-        elif any(b <= a for a, b in zip(positions, positions[1:])):
-            problems.append(f"field 'positions' must be strictly ascending: {positions}")
-        else:
-            positions_ok = True
-    if positions_ok and isinstance(record.get("block_id"), str) and isinstance(record.get("key"), str):
-        expected = task_key(record["block_id"], positions[0])
-        if record["key"] != expected:
-            problems.append(f"field 'key' is {record['key']!r}, expected {expected!r} (<block_id>:<first position>)")
-    fix = record.get("fix")
-    if fix is not None:
-        if problem := string_problem("fix", fix):
-            problems.append(problem)
-        elif verdict != "incorrect":
-            problems.append(f"field 'fix' is only used with verdict 'incorrect' (verdict: {verdict!r})")
-    alpha = record.get("alpha")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0):
-        problems.append(f"field 'alpha' must be a number >= 0, got {alpha!r}")
-    targets = record.get("targets")
-    if targets is not None:
-        if not isinstance(targets, list) or any(int_problem("targets[]", t, low=0) for t in targets):
-            problems.append(f"field 'targets' must be a list of token ids, got {targets!r}")
-        elif positions_ok and len(targets) != len(positions):
-            problems.append(f"field 'targets' has {len(targets)} ids for {len(positions)} positions")
-    for name in ("note", "source"):
-        if record.get(name) is not None and not isinstance(record[name], str):
-            problems.append(f"field {name!r} must be a string, got {json_type(record[name])}")
-    return problems
+def _settings(root: Path):
+    """``(dataset.alpha, review.linguistic)`` of the project (defaults without a params.yaml)."""
+    from pipeline.params import DatasetParams, LinguisticReviewParams, load_params
+
+    path = root / "params.yaml"
+    if path.is_file():
+        params = load_params(path)
+        return params.dataset.alpha, params.review.linguistic
+    return DatasetParams().alpha, LinguisticReviewParams()
 
 
-@dataclass(frozen=True)
-class LinguisticDecision:
-    """One validated record of the decisions file, with where it came from (1-based line)."""
+def build_linguistic_tasks(root: Path, *, max_tasks: int = MAX_TASKS) -> list[dict[str, Any]]:
+    """:func:`linguistic_tasks` on the project's ``blocks`` and ``generic_labels`` at
+    ``dataset.alpha``, decoded with ``models/baseline``'s tokenizer."""
+    root = Path(root)
+    alpha, settings = _settings(root)
+    try:
+        labels = read_dataset("generic_labels", root, columns=["block_id", "alpha", "target", "confidence"])
+        blocks = read_dataset("blocks", root, columns=["block_id", "translated_ids", "alignment", "loss_mask"])
+    except DatasetNotFoundError as exc:
+        raise ReviewError(f"review project 'linguistic': no data yet: run the generic_labels stage "
+                          f"(`dvc repro generic_labels`): {exc}") from None
+    labels = labels[labels["alpha"] == alpha]
+    if labels.empty:
+        raise ReviewError(f"review project 'linguistic': generic_labels has no labels at dataset.alpha={alpha} "
+                          "(add it to generic_labels.alphas and run `dvc repro generic_labels`)")
+    from pipeline.models import load_tokenizer  # imports torch: only once there is data
 
-    record: Mapping[str, Any]
-    file: str
-    line: int
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
-    @property
-    def moment(self) -> datetime:
-        return datetime.fromisoformat(self.record["created_at"])
-
-    def __getattr__(self, name: str) -> Any:  # record fields as attributes (absent: None)
-        if name in FIELDS:
-            return self.record.get(name)
-        raise AttributeError(name)
-
-
-def load_decisions(path: Path | str) -> list[LinguisticDecision]:
-    """The decisions file's records in file order (missing file: none); every problem of the
-    file in one :class:`DecisionsError`, each as ``<file>:<line>: <problem>``."""
-    found = read_records(path, check=decision_problems, what=f"linguistic decisions file (format {DECISIONS_FORMAT}, "
-                         "see pipeline/review/linguistic.py)", error=DecisionsError)
-    return [LinguisticDecision(record, str(path), line) for line, record in found]
+    tokenizer = load_tokenizer(root / BASELINE)
+    return linguistic_tasks(blocks, labels, decode=lambda ids: tokenizer.decode(ids), alpha=alpha,
+                            threshold=settings.threshold, gap=settings.gap, span=settings.span,
+                            context_tokens=settings.context_tokens, max_tasks=max_tasks)
 
 
-# --------------------------------------------------------------------------------------------
-# Applying the decisions (the dataset stage)
+def _decision_record(key: str, verdict: str, deciders: list[str],
+                     annotations: Mapping[str, Annotation]) -> tuple[dict[str, Any], list[Conflict]]:
+    data = annotations[deciders[0]].pushed["data"]
+    record: dict[str, Any] = {"key": key, "block_id": data["block_id"], "positions": list(data["positions"]),
+                              "alpha": data["alpha"], "targets": list(data["targets"]), "verdict": verdict}
+    conflicts = []
+    if verdict == "incorrect":  # the fix is voted among the reviewers of the verdict
+        fixes = {r: fix_text(annotations[r].answer.text, annotations[r].pushed["data"]["translated"]) for r in deciders}
+        won_fix = majority(fixes)
+        if won_fix is None:
+            conflicts.append(Conflict(key, "", "fix", voters(fixes, lambda f: "no fix" if f is None else repr(f))))
+        elif won_fix[0] is not None:
+            record["fix"] = won_fix[0]
+    return record, conflicts
 
 
-@dataclass
-class ReviewOutcome:
-    """What the decisions did to the dataset (counts for the card and the manifest)."""
-
-    decisions: int = 0
-    """Records in the file."""
-    applied: int = 0
-    """Winning, not stale records (any verdict)."""
-    incorrect: int = 0
-    """Applied records with verdict ``incorrect``."""
-    dropped: int = 0
-    """Positions the review left out of the loss."""
-    fixed: int = 0
-    """Positions whose target is a reviewer's fix."""
-    superseded: int = 0
-    stale: list[str] = field(default_factory=list)
-    """``<file>:<line>: <why>`` of each stale decision."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"decisions": self.decisions, "applied": self.applied, "incorrect": self.incorrect,
-                "dropped_positions": self.dropped, "fixed_positions": self.fixed, "superseded": self.superseded,
-                "stale": len(self.stale)}
+def normalise_linguistic_export(
+    export: Any, tasks: Mapping[str, Mapping[str, Any]], *, source: str, users: Mapping[int, str] | None = None,
+) -> Review:
+    """The decisions records of a linguistic export (module docstring), with conflicts and agreement."""
+    return normalise_choices(export, tasks, source=source, users=users,
+                             parse=choice_parser(VERDICT_CONTROL, VERDICTS, FIX_CONTROL), decide=_decision_record,
+                             decision_field="verdict")
 
 
-def apply_decisions(
-    frame: pd.DataFrame, decisions: Sequence[LinguisticDecision], *, targets: Mapping[str, Sequence[int]],
-    alpha: float, encode: Callable[[], Encode] | None = None,
-) -> tuple[pd.DataFrame, ReviewOutcome]:
-    """Apply linguistic decisions to the training rows (rules in the module docstring).
-
-    Args:
-        frame: one row per block: ``block_id``, ``labels`` [n], ``loss_mask`` [n], ``top_ids``
-            [n][k], ``top_probs`` [n][k], ``confidence`` [n], before any decision.
-        decisions: the decisions file's records.
-        targets: block id -> the generic argmax targets [n] at ``alpha`` (what reviewers judged).
-        alpha: the dataset's alpha.
-        encode: returns the text -> token ids function (called only when a fix is applied, so
-            the tokenizer loads only then).
-
-    Returns:
-        A new frame (rows without decisions untouched) and the :class:`ReviewOutcome`.
-    """
-    outcome = ReviewOutcome(decisions=len(decisions))
-    rows = {block: index for index, block in enumerate(frame["block_id"])}
-    lengths = [len(v) for v in frame["labels"]]
-    problems = []
-    for d in decisions:
-        if d.block_id not in rows:
-            problems.append(f"{d.where}: block {d.block_id!r} is not in the dataset (a different corpus, "
-                            "blocks.block_size or blocks.max_blocks than when it was reviewed?)")
-        elif outside := [p for p in d.positions if p >= lengths[rows[d.block_id]]]:
-            problems.append(f"{d.where}: position {outside[0]} is outside block {d.block_id!r} "
-                            f"({lengths[rows[d.block_id]]} positions)")
-    if problems:
-        raise DecisionsError("\n".join([f"{len(problems)} linguistic decision(s) name blocks or positions that do "
-                                        "not exist; nothing was written", *(f"  - {p}" for p in problems)]))
-
-    latest: dict[str, LinguisticDecision] = {}
-    for d in decisions:
-        if d.key not in latest or d.moment >= latest[d.key].moment:
-            latest[d.key] = d
-    outcome.superseded = len(decisions) - len(latest)
-    columns = {name: list(frame[name]) for name in ("labels", "loss_mask", "top_ids", "top_probs", "confidence")}
-    trained = {b: columns["loss_mask"][i] for b, i in rows.items()}
-    winners = []
-    for d in sorted(latest.values(), key=lambda d: (d.moment, d.line)):
-        reason = _stale(d, alpha=alpha, targets=targets[d.block_id], mask=trained[d.block_id])
-        if reason:
-            outcome.stale.append(f"{d.where}: {reason}")
-        else:
-            winners.append(d)
-    outcome.applied = len(winners)
-
-    encoder: Encode | None = None
-    state: dict[tuple[str, int], str] = {}
-    copied: set[int] = set()
-    for d in winners:
-        if d.verdict != "incorrect":
-            continue
-        outcome.incorrect += 1
-        row = rows[d.block_id]
-        if row not in copied:  # lists of the rows we change only; the others stay as read
-            for name, values in columns.items():
-                values[row] = [list(map(_plain, v)) if _is_list(v) else _plain(v) for v in values[row]]
-            copied.add(row)
-        drop = list(d.positions)
-        if d.fix is not None:
-            if encoder is None:
-                if encode is None:
-                    raise DecisionsError(f"{d.where}: a fix needs the tokenizer, and none was given")
-                encoder = encode()
-            ids = encoder(d.fix)
-            if not ids:
-                raise DecisionsError(f"{d.where}: the fix {d.fix!r} encodes to no token")
-            first, drop = drop[0], drop[1:]
-            k = len(columns["top_ids"][row][first])
-            columns["labels"][row][first] = int(ids[0])
-            columns["loss_mask"][row][first] = 1
-            columns["top_ids"][row][first] = ([int(ids[0])] + [t for t in columns["top_ids"][row][first]
-                                                               if t != ids[0]])[:max(k, 1)]
-            columns["top_probs"][row][first] = [1.0] + [0.0] * (max(k, 1) - 1)
-            columns["confidence"][row][first] = 1.0
-            state[(d.block_id, first)] = "fixed"
-        for p in drop:
-            columns["labels"][row][p] = IGNORE
-            columns["loss_mask"][row][p] = 0
-            state[(d.block_id, p)] = "dropped"
-    outcome.dropped = sum(v == "dropped" for v in state.values())
-    outcome.fixed = sum(v == "fixed" for v in state.values())
-    result = frame.copy()
-    for name, values in columns.items():
-        result[name] = values
-    return result, outcome
-
-
-def _stale(d: LinguisticDecision, *, alpha: float, targets: Sequence[int], mask: Sequence[int]) -> str | None:
-    if d.alpha is not None and float(d.alpha) != float(alpha):
-        return f"made at alpha {d.alpha}, the dataset uses alpha {alpha}"
-    if not_trained := [p for p in d.positions if int(mask[p]) != 1]:
-        return f"position {not_trained[0]} is not trained on (the alignment drops it now)"
-    if d.targets is not None:
-        now = [int(targets[p]) for p in d.positions]
-        if now != list(d.targets):
-            return f"the generic targets changed since the review ({list(d.targets)} then, {now} now)"
-    return None
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple, np.ndarray))
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars as Python numbers (lists we edit hold one type)."""
-    return value.item() if isinstance(value, np.generic) else value
+WORKFLOW = Workflow(build_tasks=build_linguistic_tasks, normalise=normalise_linguistic_export,
+                    record=LinguisticDecision)

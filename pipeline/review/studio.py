@@ -10,37 +10,32 @@ Layout inside the project (ignored by git)::
     .studio/server.log    the server's output
     .studio/server.json   {"pid", "port", "url", ...} of the running server (no secrets)
 
-Credentials come from the environment or the ignored ``.env`` (:func:`pipeline.env.setting`):
-``LABEL_STUDIO_USERNAME`` (an email), ``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_API_KEY`` (a
-legacy user token, 6-40 characters). :func:`start` generates the missing ones and appends them to
-``.env`` (mode 0600). Label Studio applies them only when it creates the user, on the first start
-with an empty data folder: later changes are ignored by the server.
+Credentials: :mod:`pipeline.review.credentials` (:func:`start` generates the missing ones into
+``.env``); health and key checks and the SDK client: :mod:`pipeline.review.connection`; the
+process itself: :mod:`pipeline.review.processes`.
 
 ``whp studio install|start|stop|status`` (or ``python -m pipeline.cli studio ...``) drives it.
 """
-
 from __future__ import annotations
 
 import json
 import os
-import re
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from pipeline.env import ENV_FILE, setting
-from pipeline.errors import PipelineError
+from pipeline.env import setting
+from pipeline.review.connection import API_KEY_KEY, URL_KEY, StudioError, check_server, sdk_client
+from pipeline.review.credentials import Credentials, ensure_credentials
+from pipeline.review.processes import (
+    HOST, alive, announced_port, free_port, is_our_server, remember, tail, terminate,
+)
 
 if TYPE_CHECKING:
     from label_studio_sdk import LabelStudio
@@ -48,37 +43,11 @@ if TYPE_CHECKING:
 LABEL_STUDIO_VERSION = "1.23.2"
 STUDIO_DIR = ".studio"
 DEFAULT_PORT = 8080
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 15.0
 INSTALLED_STAMP = ".whp-installed"
-
-USERNAME_KEY = "LABEL_STUDIO_USERNAME"
-PASSWORD_KEY = "LABEL_STUDIO_PASSWORD"
-API_KEY_KEY = "LABEL_STUDIO_API_KEY"
-URL_KEY = "LABEL_STUDIO_URL"
 VENV_KEY = "WHP_STUDIO_VENV"
 
 console = Console(stderr=True)
-# Popen objects of servers this process started: kept referenced so that garbage collection
-# neither warns about a running child nor forgets to reap one that exited.
-_children: dict[int, subprocess.Popen] = {}
-
-
-class StudioError(PipelineError):
-    """The Label Studio server cannot be installed, started, reached, or refuses the API key."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The reviewer account Label Studio creates on its first start, and its API token."""
-
-    username: str
-    password: str
-    api_key: str
-
-    def __repr__(self) -> str:  # never show the secrets, even in a traceback
-        return f"Credentials(username={self.username!r}, password={mask(self.password)!r}, api_key={mask(self.api_key)!r})"
 
 
 @dataclass(frozen=True)
@@ -95,13 +64,6 @@ class ServerStatus:
     token_accepted: bool | None
     data_dir: Path
     log: Path
-
-
-def mask(secret: str | None) -> str:
-    """``secret`` with all but its last 4 characters hidden (``'********a1b2'``)."""
-    if not secret:
-        return "(not set)"
-    return "*" * 8 + secret[-4:] if len(secret) > 4 else "*" * 8
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -186,78 +148,12 @@ def install(venv: Path | str | None = None, *, root: Path | str = ".", quiet: bo
                 if not quiet and line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                     spinner.update(f"[dim]{line.strip()[:100]}  ({time.perf_counter() - started:.0f}s)[/]")
             if process.wait() != 0:
-                raise StudioError(f"{title} failed (exit {process.returncode}); see {log}:\n{_tail(log)}")
+                raise StudioError(f"{title} failed (exit {process.returncode}); see {log}:\n{tail(log)}")
     stamp.write_text(f"label-studio=={LABEL_STUDIO_VERSION}\n", encoding="utf-8")
     if not quiet:
         console.print(f"[green]Label Studio {LABEL_STUDIO_VERSION} installed[/] in "
                       f"{time.perf_counter() - started:.0f}s", highlight=False)
     return venv
-
-
-# --- credentials -------------------------------------------------------------------------------
-
-
-def credentials(root: Path | str = ".") -> Credentials | None:
-    """The configured credentials (environment, else ``.env``), or None if any is missing."""
-    values = [setting(key, root) for key in (USERNAME_KEY, PASSWORD_KEY, API_KEY_KEY)]
-    if not all(values):
-        return None
-    return Credentials(*values)  # type: ignore[arg-type]
-
-
-def ensure_credentials(root: Path | str = ".") -> Credentials:
-    """The configured credentials; the missing ones are generated and appended to ``<root>/.env``.
-
-    Generating is refused when the server's data folder already exists: Label Studio keeps the
-    account it created on its first start, so new credentials would not be accepted.
-    """
-    root = Path(root).resolve()
-    values = {key: setting(key, root) for key in (USERNAME_KEY, PASSWORD_KEY, API_KEY_KEY)}
-    token = values[API_KEY_KEY]
-    if token and not 6 <= len(token) <= 40:
-        raise StudioError(f"{API_KEY_KEY} must be 6-40 characters (Label Studio's legacy token), not {len(token)}")
-    missing = [key for key, value in values.items() if not value]
-    if not missing:
-        return Credentials(values[USERNAME_KEY], values[PASSWORD_KEY], values[API_KEY_KEY])  # type: ignore[arg-type]
-    if (data_dir(root) / "label_studio.sqlite3").exists():
-        raise StudioError(
-            f"{', '.join(missing)} not set (environment or {root / ENV_FILE}), but {data_dir(root)} already holds "
-            "a Label Studio account created with other credentials. Restore them in .env, or move that folder "
-            "away to start with an empty server (its projects and annotations stay in the moved folder)."
-        )
-    _refuse_tracked_env_file(root)
-    generated = {
-        USERNAME_KEY: "reviewer@whp.local",
-        PASSWORD_KEY: secrets.token_hex(16),
-        API_KEY_KEY: secrets.token_hex(20),  # 40 characters: the longest legacy token allowed
-    }
-    new = {key: generated[key] for key in missing}
-    _append_env(root / ENV_FILE, new)
-    values.update(new)
-    console.print(f"generated {', '.join(missing)} into {root / ENV_FILE} (mode 0600)", highlight=False)
-    return Credentials(values[USERNAME_KEY], values[PASSWORD_KEY], values[API_KEY_KEY])  # type: ignore[arg-type]
-
-
-def _refuse_tracked_env_file(root: Path) -> None:
-    """Secrets go only to a ``.env`` that git ignores (outside a git repository: any ``.env``)."""
-    try:
-        result = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", ENV_FILE],
-                                check=False, capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if result.returncode == 1:  # 0: ignored; 128: not a git repository
-        raise StudioError(f"{root / ENV_FILE} is not ignored by git: add `.env` to .gitignore before secrets go there")
-
-
-def _append_env(path: Path, values: dict[str, str]) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as out:
-        os.fchmod(out.fileno(), 0o600)
-        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            out.write("\n")
-        out.write("# Label Studio reviewer account, generated by `whp studio start`\n")
-        for key, value in values.items():
-            out.write(f"{key}={value}\n")
 
 
 # --- server ------------------------------------------------------------------------------------
@@ -295,7 +191,7 @@ def start(
         return status(root, api_key=creds.api_key if creds else None)
     record_path(root).unlink(missing_ok=True)
 
-    creds = creds or ensure_credentials(root)
+    creds = creds or ensure_credentials(root, server_data=data_dir(root))
     venv = Path(venv).resolve() if venv is not None else venv_dir(root)
     if not is_installed(venv):
         install(venv)
@@ -323,7 +219,7 @@ def start(
         # A new session: the server outlives this process and is stopped as one process group.
         process = subprocess.Popen(command, env=env, cwd=studio_dir(root), stdin=subprocess.DEVNULL,
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    _children[process.pid] = process
+    remember(process)
     url = f"http://{HOST}:{chosen}"
     _write_record(root, {"pid": process.pid, "port": chosen, "url": url, "data_dir": str(data_dir(root)),
                          "log": str(log), "venv": str(venv), "username": creds.username,
@@ -331,7 +227,7 @@ def start(
     try:
         _wait_healthy(root, process.pid, chosen, timeout)
     except BaseException:
-        _terminate(process.pid)
+        terminate(process.pid)
         record_path(root).unlink(missing_ok=True)
         raise
     result = status(root, api_key=creds.api_key)
@@ -349,17 +245,17 @@ def _wait_healthy(root: Path, pid: int, port: int, timeout: float) -> None:
     with console.status(f"starting Label Studio at {url} (the first start runs migrations, about a minute)"):
         while True:
             elapsed = time.perf_counter() - started
-            if not _alive(pid):
-                raise StudioError(f"Label Studio exited while starting; see {log}:\n{_tail(log)}")
-            moved = _announced_port(log)
+            if not alive(pid):
+                raise StudioError(f"Label Studio exited while starting; see {log}:\n{tail(log)}")
+            moved = announced_port(log)
             if moved is not None and moved != port:
                 raise StudioError(f"Label Studio took port {moved} instead of {port} (taken meanwhile?); "
                                   "run `whp studio start` again")
-            if _http_status(f"{url}/health", timeout=2.0) == 200:
+            if check_server(url, timeout=2.0).healthy:
                 break
             if elapsed > timeout:
                 raise StudioError(f"Label Studio did not answer {url}/health within {timeout:.0f}s; see {log}:\n"
-                                  f"{_tail(log)}")
+                                  f"{tail(log)}")
             time.sleep(0.5)
     console.print(f"[green]Label Studio is up[/] at {url} after {time.perf_counter() - started:.1f}s "
                   f"(pid {pid}, log {log})", highlight=False)
@@ -373,9 +269,9 @@ def stop(root: Path | str = ".") -> bool:
     """
     record = _read_record(root)
     record_path(root).unlink(missing_ok=True)
-    if record is None or not _is_our_server(record["pid"]):
+    if record is None or not is_our_server(record["pid"]):
         return False
-    _terminate(record["pid"])
+    terminate(record["pid"])
     console.print(f"Label Studio stopped (pid {record['pid']}, {record['url']})", highlight=False)
     return True
 
@@ -386,15 +282,13 @@ def status(root: Path | str = ".", *, api_key: str | None = None) -> ServerStatu
     ``api_key`` defaults to ``LABEL_STUDIO_API_KEY`` (environment / ``.env``).
     """
     record = _read_record(root)
-    running = record is not None and _is_our_server(record["pid"])
+    running = record is not None and is_our_server(record["pid"])
     url = record["url"] if running else None
-    healthy = running and _http_status(f"{url}/health", timeout=3.0) == 200
-    api_key = api_key or setting(API_KEY_KEY, root)
-    token_accepted = None
-    if healthy and api_key:
-        token_accepted = _http_status(f"{url}/api/projects", token=api_key, timeout=10.0) == 200
-    return ServerStatus(running=running, url=url, pid=record["pid"] if running else None, healthy=healthy,
-                        token_accepted=token_accepted, data_dir=data_dir(root), log=log_path(root))
+    checked = check_server(url, api_key=api_key or setting(API_KEY_KEY, root), timeout=10.0) if running else None
+    return ServerStatus(running=running, url=url, pid=record["pid"] if running else None,
+                        healthy=bool(checked and checked.healthy),
+                        token_accepted=checked.token_accepted if checked else None,
+                        data_dir=data_dir(root), log=log_path(root))
 
 
 def resolve_url(root: Path | str = ".") -> str | None:
@@ -403,7 +297,7 @@ def resolve_url(root: Path | str = ".") -> str | None:
     if configured:
         return configured.rstrip("/")
     record = _read_record(root)
-    if record is not None and _is_our_server(record["pid"]):
+    if record is not None and is_our_server(record["pid"]):
         return record["url"]
     return None
 
@@ -422,9 +316,6 @@ def client(root: Path | str = ".", *, url: str | None = None, api_key: str | Non
         StudioError: no server configured, unreachable, or the key refused; the message names the
             URL and the fix, never the key.
     """
-    from label_studio_sdk import LabelStudio
-    from label_studio_sdk.core.api_error import ApiError
-
     url = (url or resolve_url(root) or "").rstrip("/")
     if not url:
         raise StudioError(f"no Label Studio server: run `whp studio start`, or set {URL_KEY} (environment or .env)")
@@ -432,55 +323,10 @@ def client(root: Path | str = ".", *, url: str | None = None, api_key: str | Non
     if not api_key:
         raise StudioError(f"{API_KEY_KEY} is not set (environment or .env) for {url}: run `whp studio start` "
                           "to generate one for the local server, or copy the token of the server's account")
-    health = _http_status(f"{url}/health", timeout=5.0)
-    if health is None:
-        raise StudioError(f"Label Studio at {url} is unreachable: run `whp studio start`, or fix {URL_KEY}")
-    if health != 200:
-        raise StudioError(f"Label Studio at {url} answered /health with HTTP {health}: see its log "
-                          f"({STUDIO_DIR}/server.log for the local server)")
-    refused = (f"Label Studio at {url} refused the API key: fix {API_KEY_KEY} (environment or .env) - the local "
-               f"server keeps the token it was first started with")
-    try:
-        # Both arguments explicitly: the SDK's defaults read the environment at import time.
-        sdk = LabelStudio(base_url=url, api_key=api_key, timeout=timeout)
-        sdk.users.whoami()
-    except ApiError as exc:
-        if exc.status_code in (401, 403):
-            raise StudioError(f"{refused} (HTTP {exc.status_code})") from None
-        raise StudioError(f"Label Studio at {url} answered HTTP {exc.status_code} to the API key check (whoami)") from None
-    except Exception as exc:  # noqa: BLE001 - httpx transport errors: the server went away
-        raise StudioError(f"Label Studio at {url} is unreachable ({type(exc).__name__}): run `whp studio start`, "
-                          f"or fix {URL_KEY}") from None
-    return sdk
+    return sdk_client(url, api_key, timeout=timeout)
 
 
 # --- internals ---------------------------------------------------------------------------------
-
-
-def free_port(port: int, *, host: str = HOST, tries: int = 100) -> int:
-    """``port`` if nothing listens on ``host:port``, else the next free one (else any free port)."""
-    for candidate in range(port, min(port + tries, 65536)):
-        if _port_free(candidate, host):
-            return candidate
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _port_free(port: int, host: str) -> bool:
-    # Label Studio itself probes with a connect; a bind also catches a socket bound but not listening.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        if probe.connect_ex((host, port)) == 0:
-            return False
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As the server binds: connections of a stopped server in TIME_WAIT do not make it busy.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _configured_port(root: Path) -> int:
@@ -490,21 +336,6 @@ def _configured_port(root: Path) -> int:
         if parts.hostname in ("127.0.0.1", "localhost") and parts.port:
             return parts.port
     return DEFAULT_PORT
-
-
-def _http_status(url: str, *, token: str | None = None, timeout: float = 5.0) -> int | None:
-    """The HTTP status of a GET, or None if nothing answers. Loopback requests bypass proxies."""
-    request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"} if token else {})
-    host = urllib.parse.urlsplit(url).hostname
-    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
-              if host in ("127.0.0.1", "localhost", "::1") else urllib.request.build_opener())
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
 
 
 def _clean_env() -> dict[str, str]:
@@ -527,71 +358,3 @@ def _write_record(root: Path, record: dict) -> None:
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     partial.replace(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # Reaps our own exited child (a zombie still answers kill(pid, 0)).
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            _children.pop(pid, None)
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_our_server(pid: int) -> bool:
-    """``pid`` is alive and (where /proc tells) a Label Studio process, not a reused pid."""
-    if not _alive(pid):
-        return False
-    if not Path("/proc/self").exists():
-        return True
-    try:
-        return b"label-studio" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _terminate(pid: int) -> None:
-    """SIGTERM to the server's process group, SIGKILL after STOP_TIMEOUT_S."""
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if not _alive(pid):
-            break
-    _children.pop(pid, None)
-
-
-_ANNOUNCED = re.compile(rb"Starting development server at https?://[^:/\s]+:(\d+)/")
-
-
-def _announced_port(log: Path) -> int | None:
-    """The port Django's runserver announced in the latest start section of the log."""
-    try:
-        text = log.read_bytes()
-    except OSError:
-        return None
-    text = text[text.rfind(b"=== whp studio start"):]
-    found = _ANNOUNCED.findall(text)
-    return int(found[-1]) if found else None
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join("  " + line for line in text[-lines:])

@@ -445,7 +445,7 @@ def test_jsonl_bad_lines_are_refused_with_line_numbers(tmp_path):
     assert all(isinstance(r, Refusal) and r.source == str(path) and r.reason for r in refused)
     assert "no field 'text'" in by_line["line 2"].reason
     assert "invalid JSON" in by_line["line 3"].reason
-    assert "expected a JSON object, got list" in by_line["line 5"].reason
+    assert "expected a JSON object, got array" in by_line["line 5"].reason
     assert "field 'text' is int, not a string" in by_line["line 6"].reason
     assert "field 'text' is empty" in by_line["line 7"].reason
     bad_offset = data.index(b"\xe9")
@@ -453,6 +453,18 @@ def test_jsonl_bad_lines_are_refused_with_line_numbers(tmp_path):
     # The refused content is kept (decoded leniently).
     assert by_line["line 2"].record == lines[1].decode()
     assert by_line["line 8"].record.startswith('{"text": "caf')
+
+
+def test_jsonl_lines_nested_too_deep_or_with_a_duplicate_key_are_refused(tmp_path):
+    deep = b'{"text": "x", "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    twice = json.dumps({"text": "first"}).encode()[:-1] + b', "text": "second"}'
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(jsonl_bytes([json.dumps({"text": "Kept."}).encode(), deep, twice]))
+    records, refused = read_corpus_file(path, "auto", "text")
+    assert [(r.record, r.text) for r in records] == [(1, "Kept.")]
+    assert [(r.location, r.source) for r in refused] == [("line 2", str(path)), ("line 3", str(path))]
+    assert "nested deeper than 100 levels" in refused[0].reason
+    assert refused[1].reason == "duplicate field 'text'"
 
 
 def test_jsonl_custom_text_field(tmp_path):

@@ -8,10 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,7 +25,7 @@ from pipeline.core.translation import (
     propose_translations,
     word_keys,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, chat_server, completion
 
 N = 4
 NONE: frozenset[str] = frozenset()
@@ -299,44 +295,6 @@ def test_make_proposer_reads_the_key_from_env_file(tmp_path: Path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 API_KEY = "sk-test-secret-4242"
-Reply = Callable[[dict], tuple[int, str]]
-
-
-@contextmanager
-def chat_server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
-    """A /v1/chat/completions server on 127.0.0.1; yields its base URL and the requests it got."""
-    seen: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
-            status, text = reply(body)
-            payload = text.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def completion(content: str) -> tuple[int, str]:
-    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
-
-
 def openai_proposer(base_url: str, batch_size: int = 2) -> OpenAICompatibleProposer:
     settings = OpenAIProposerParams(base_url=base_url, model="test-model", timeout_s=5, batch_size=batch_size)
     return OpenAICompatibleProposer(settings, API_KEY)

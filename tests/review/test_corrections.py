@@ -1,28 +1,18 @@
-"""pipeline/review/corrections.py: the reviewers' corrections file and how it overlays the dictionary."""
+"""pipeline/review/corrections.py: how the reviewers' corrections overlay the dictionary."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipeline.review.corrections import (
-    Correction,
-    CorrectionsError,
-    apply_corrections,
-    load_corrections,
-)
-from pipeline.errors import PipelineError
+from pipeline.review.corrections import CorrectionsError, apply_corrections, load_corrections
 from pipeline.store import validate_frame
 from schemas.anchors import DICTIONARY
 from schemas.rejects import rejects_contract
-
-ANN = "ann@example.org"
-BOB = "bob@example.org"
-
+from tests.review.conftest import ANN, BOB, correction as rec, minute as at, write_lines as write
 
 def proposed_dictionary() -> pd.DataFrame:
     """Four proposed entries, n=2 index-aligned translations."""
@@ -53,20 +43,6 @@ class FakeProposer:
         return {anchor: ([f"{anchor}-0", f"{anchor}-1"], "fake") for anchor, _ in pairs}
 
 
-def at(minute: int) -> str:
-    return f"2026-11-27T10:{minute:02d}:00Z"
-
-
-def rec(action: str, anchor: str, minute: int, reviewer: str = ANN, **fields) -> dict:
-    return {"action": action, "anchor": anchor, "reviewer": reviewer, "created_at": at(minute), **fields}
-
-
-def write(tmp_path: Path, lines: list, name: str = "corrections.jsonl") -> Path:
-    path = tmp_path / name
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8")
-    return path
-
-
 def run(tmp_path: Path, lines: list, frame: pd.DataFrame | None = None, **kwargs):
     """Write ``lines``, load and apply them; returns (path, dictionary, rejects, proposer)."""
     path = write(tmp_path, lines)
@@ -82,88 +58,6 @@ def entry(frame: pd.DataFrame, anchor: str) -> dict:
     rows = frame[frame["anchor"] == anchor]
     assert len(rows) == 1, f"{anchor!r} appears {len(rows)} times"
     return rows.iloc[0].to_dict()
-
-
-# --- load_corrections -------------------------------------------------------------------------
-
-
-def test_missing_file_means_no_corrections(tmp_path):
-    assert load_corrections(tmp_path / "labels" / "anchors" / "corrections.jsonl") == []
-
-
-def test_load_reads_fields_file_and_line(tmp_path):
-    record = rec("change_span", "Watson", 1, new_anchor="Dr. Watson", kind="person", translations=["Dr. Jones", "Dr. Green"],
-                 task="forget:book.txt#3", note="title belongs to the name", source="export-2026-11-27.json")
-    path = write(tmp_path, ["", record, "   ", rec("accept", "Toby", 2, note=None)])
-    first, second = load_corrections(path)
-    assert (first.file, first.line, second.line) == (str(path), 2, 4)
-    assert first.translations == ("Dr. Jones", "Dr. Green")
-    assert (first.new_anchor, first.kind, first.task, first.source) == ("Dr. Watson", "person", "forget:book.txt#3", "export-2026-11-27.json")
-    assert second.note is None and second.translations is None
-    assert json.loads(first.to_json()) == record  # the exporter can write records with to_json()
-    assert first.timestamp.utcoffset().total_seconds() == 0
-
-
-def test_error_type_is_a_pipeline_error():
-    assert issubclass(CorrectionsError, PipelineError)
-
-
-def test_every_malformed_record_is_reported_at_once(tmp_path):
-    lines = [
-        rec("accept", "Holmes", 1),                                             # 1 valid
-        '{"action": "accept", "anchor": ',                                      # 2 invalid JSON
-        "[1, 2]",                                                               # 3 not an object
-        rec("merge", "Holmes", 2),                                              # 4 unknown action
-        {"action": "accept", "anchor": "Holmes", "created_at": at(3)},          # 5 missing reviewer
-        rec("accept", "", 4),                                                   # 6 empty anchor
-        {**rec("accept", "Holmes", 5), "created_at": "2026-11-27 10:05"},       # 7 no timezone
-        {**rec("accept", "Holmes", 5), "created_at": "yesterday"},              # 8 not ISO 8601
-        rec("add", "Lestrade", 6, kind="spell"),                                # 9 unknown kind
-        rec("change_translation", "Toby", 7, translations=["Rex", ""]),         # 10 empty translation
-        rec("change_translation", "Toby", 8, translations="Rex"),               # 11 not a list
-        {**rec("accept", "Holmes", 9), "reviwer": BOB},                         # 12 unknown key
-        rec("reject", "Toby", 10, translations=["A", "B"]),                     # 13 field not for action
-        rec("change_span", "Toby", 11),                                         # 14 missing new_anchor
-        '{"action": "accept", "anchor": "Toby", "anchor": "Rex", "reviewer": "a", "created_at": "2026-11-27T10:00:00Z"}',  # 15
-        b"\xff\xfe".decode("latin-1"),                                          # 16 written as UTF-8: still not JSON
-    ]
-    path = write(tmp_path, lines)
-    with pytest.raises(CorrectionsError) as caught:
-        load_corrections(path)
-    message = str(caught.value)
-    expected = {
-        2: "invalid JSON",
-        3: "expected a JSON object, got array",
-        4: "unknown action 'merge'",
-        5: "missing required field 'reviewer'",
-        6: "field 'anchor' is empty",
-        7: "has no timezone",
-        8: "not an ISO 8601 time",
-        9: "unknown kind 'spell'",
-        10: "translations[1] is empty",
-        11: "must be a list of strings, got string",
-        12: "unknown field 'reviwer'",
-        13: "field 'translations' is not used by action 'reject'",
-        14: "missing required field 'new_anchor' for action 'change_span'",
-        15: "duplicate field 'anchor'",
-        16: "invalid JSON",
-    }
-    for line, problem in expected.items():
-        assert any(row.startswith(f"  - {path}:{line}: ") and problem in row for row in message.splitlines()), (line, message)
-    assert f"{path}:1:" not in message
-    assert message.splitlines()[0].startswith(f"{path}: 15 problem(s) on 15 line(s)")
-
-
-def test_invalid_utf8_line_is_reported_with_its_line(tmp_path):
-    path = tmp_path / "corrections.jsonl"
-    path.write_bytes(json.dumps(rec("accept", "Toby", 1)).encode() + b"\n" + b'{"anchor": "\xff"}\n')
-    with pytest.raises(CorrectionsError, match=r"corrections\.jsonl:2: not valid UTF-8"):
-        load_corrections(path)
-
-
-def test_constructing_an_invalid_correction_fails():
-    with pytest.raises(CorrectionsError, match=r"x\.jsonl:3: .*unknown kind 'spell'"):
-        Correction("change_kind", "Toby", ANN, at(1), "x.jsonl", 3, kind="spell")
 
 
 # --- apply_corrections: each action -----------------------------------------------------------

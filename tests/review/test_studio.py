@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - pytest injects the imported `studio_server` fixture by parameter name
 """The managed Label Studio server: start, health, token, status, errors, credentials, stop.
 
 Two real servers at most: the session's shared one (tests/studio.py) and one lifecycle start/stop
@@ -17,13 +16,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.review import studio
 from pipeline.cli import app
-from pipeline.review.studio import StudioError
-from tests.studio import free_loopback_port, studio_server, studio_venv  # noqa: F401
+from pipeline.review import credentials, studio
+from pipeline.review.connection import API_KEY_KEY, URL_KEY, StudioError
+from tests.studio import free_loopback_port, studio_venv
 
 runner = CliRunner()
-SETTINGS = (studio.USERNAME_KEY, studio.PASSWORD_KEY, studio.API_KEY_KEY, studio.URL_KEY)
+SETTINGS = (credentials.USERNAME_KEY, credentials.PASSWORD_KEY, API_KEY_KEY, URL_KEY)
 
 
 @pytest.fixture()
@@ -60,8 +59,8 @@ def test_client_from_settings_uses_the_configured_server(studio_server, monkeypa
 
 def test_wrong_token_is_refused_naming_the_url_not_the_token(studio_server, monkeypatch, tmp_path: Path):
     wrong = "not-the-right-token-4711"
-    monkeypatch.setenv(studio.URL_KEY, studio_server.url)
-    monkeypatch.setenv(studio.API_KEY_KEY, wrong)
+    monkeypatch.setenv(URL_KEY, studio_server.url)
+    monkeypatch.setenv(API_KEY_KEY, wrong)
     with pytest.raises(StudioError) as caught:
         studio.client(tmp_path)
     message = str(caught.value)
@@ -96,29 +95,6 @@ def test_stop_tolerates_a_stale_record(tmp_path: Path):
     assert not studio.record_path(tmp_path).exists()
 
 
-def test_no_new_credentials_for_an_existing_server_database(tmp_path: Path, no_studio_settings):
-    studio.data_dir(tmp_path).mkdir(parents=True)
-    (studio.data_dir(tmp_path) / "label_studio.sqlite3").write_bytes(b"")
-    with pytest.raises(StudioError, match="already holds a Label Studio account"):
-        studio.ensure_credentials(tmp_path)
-    assert not (tmp_path / ".env").exists()
-
-
-def test_secrets_never_go_to_a_env_file_git_tracks(tmp_path: Path, no_studio_settings):
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    with pytest.raises(StudioError, match="not ignored by git"):
-        studio.ensure_credentials(tmp_path)
-    (tmp_path / ".gitignore").write_text(".env\n")
-    creds = studio.ensure_credentials(tmp_path)
-    assert 6 <= len(creds.api_key) <= 40 and creds.api_key not in repr(creds)
-
-
-def test_mask_keeps_only_the_last_four():
-    assert studio.mask("abcdef123456") == "********3456"
-    assert studio.mask("abc") == "********"
-    assert studio.mask(None) == "(not set)"
-
-
 # --- one real start/stop in a fresh project ----------------------------------------------------
 
 
@@ -140,7 +116,7 @@ def test_lifecycle_busy_port_generated_credentials_masked_output(tmp_path: Path,
 
         env_file = root / ".env"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-        creds = studio.credentials(root)
+        creds = credentials.credentials(root)
         assert creds is not None and creds.username == "reviewer@whp.local"
 
         shown = runner.invoke(app, ["studio", "status", "-C", str(root)])

@@ -3,73 +3,36 @@ status, and the failures (bad span, server down)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
 import pytest
 from label_studio_sdk import LabelStudio
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.review.corrections import load_corrections
-from pipeline.review.linguistic import load_decisions
-from pipeline.review.sync import PROJECTS, ReviewError, find_project, pull, push, read_tasks, status
-from pipeline.store import read_manifest, write_dataset
-from schemas.anchors import DICTIONARY
-from schemas.corpus import PASSAGES
-from tests.conftest import TINY_TEXT, train_tiny_tokenizer
-from tests.studio import studio_server  # noqa: F401
-from tests.test_dataset import A, B, write_inputs
+from pipeline.review.projects import PROJECTS, ReviewError
+from pipeline.review.records import load_corrections, load_decisions
+from pipeline.review.remote import find_project
+from pipeline.review.sync import pull, push, status
+from pipeline.review.tasks import read_tasks
+from pipeline.store import read_manifest
+from tests.conftest import (
+    BLOCK_A as A, BLOCK_B as B, TINY_TEXT, train_tiny_tokenizer, write_block_inputs, write_review_dictionary,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-TEXTS = [
-    "Sherlock Holmes met Watson in Baker Street.",
-    "Holmes smiled at Toby.",
-    "Nothing to see here.",
-    "Watson wrote to Holmes about Toby and Baker Street.",
-]
-
-
-def write_passages(root: Path) -> None:
-    rows, offset = [], 0
-    for index, text in enumerate(TEXTS):
-        rows.append({"passage_id": f"forget:canon.txt#{index}", "doc_id": "forget:canon.txt", "corpus": "forget",
-                     "index": index, "char_start": offset, "char_end": offset + len(text), "text": text,
-                     "sha256": hashlib.sha256(text.encode()).hexdigest()})
-        offset += len(text) + 2
-    write_dataset(pd.DataFrame(rows), PASSAGES, stage="ingest", root=root)
-
-
-def write_dictionary(root: Path, holmes: list[str] | None = None) -> str:
-    anchors = ["Holmes", "Watson", "Baker Street", "Toby"]
-    frame = pd.DataFrame({
-        "anchor": anchors, "kind": ["person", "person", "place", "other"],
-        "translations": [holmes or ["Jon", "Tom"], ["Ann", "Bo"], ["Mill Lane", "Oak Row"], ["Rex", "Max"]],
-        "variants": [[a] for a in anchors], "rank": [1, 2, 3, 4], "score": [9.0, 8.0, 7.0, 6.0],
-        "forget_count": [3, 2, 2, 2], "status": ["proposed"] * 4, "proposed_by": [["log_odds"]] * 4,
-        "proposer": ["offline"] * 4, "review": [[] for _ in anchors],
-    })
-    write_dataset(frame, DICTIONARY, stage="dictionary", root=root)
-    return read_manifest("dictionary", root)["content_sha256"][:12]
 
 
 @pytest.fixture()
-def root(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    for name in PROJECTS:
-        (project / "labels" / name).mkdir(parents=True)
-        shutil.copy(REPO / "labels" / name / "config.xml", project / "labels" / name / "config.xml")
-    write_passages(project)
-    write_dictionary(project)
-    return project
+def root(review_root: Path) -> Path:
+    return review_root
 
 
 @pytest.fixture()
-def client(studio_server) -> LabelStudio:  # noqa: F811
+def client(studio_server) -> LabelStudio:
     """The server's client, with no review project (``whp-anchors``, ...) left by an earlier test."""
     sdk = studio_server.client()
     titles = {project.title for project in PROJECTS.values()}
@@ -79,7 +42,7 @@ def client(studio_server) -> LabelStudio:  # noqa: F811
     return sdk
 
 
-def server_tasks(client: LabelStudio) -> dict[str, object]:
+def server_tasks(client: LabelStudio) -> dict[str, Any]:
     pid = find_project(client, "whp-anchors")
     return {t.data["key"]: t for t in client.tasks.list(project=pid, fields="task_only")}
 
@@ -151,7 +114,7 @@ def test_push_annotate_pull(root, client):
 def test_linguistic_push_annotate_pull(root, client):
     """Uncertain generic labels -> tasks on the server (twice: no duplicates) -> a reviewer's
     verdicts through the API -> pull -> decisions the dataset stage can apply."""
-    write_inputs(root, confidence={A: [0.9, 0.1, 0.2, 0.9, 0.9, 0.9], B: [0.9, 0.9, 0.9, 0.9, 0.9, 0.3]})
+    write_block_inputs(root, confidence={A: [0.9, 0.1, 0.2, 0.9, 0.9, 0.9], B: [0.9, 0.9, 0.9, 0.9, 0.9, 0.3]})
     train_tiny_tokenizer(root / "models" / "baseline", TINY_TEXT * 5)
     assert push("linguistic", root, client)["created"] == 2
     assert push("linguistic", root, client)["unchanged"] == 2
@@ -184,7 +147,7 @@ def test_pushing_twice_creates_no_duplicates_and_a_changed_task_is_updated(root,
     # A reviewer accepts task #1 as proposed, then the dictionary changes (new translations).
     task = server_tasks(client)["forget:canon.txt#1"]
     client.annotations.create(id=task.id, result=pre_annotation(root, "forget:canon.txt#1"))
-    version = write_dictionary(root, holmes=["Jim", "Ted"])
+    version = write_review_dictionary(root, holmes=["Jim", "Ted"])
     changed = push("anchors", root, client)
     assert (changed["created"], changed["updated"], changed["unchanged"]) == (0, 3, 0)
     tasks = server_tasks(client)
@@ -243,7 +206,7 @@ def test_the_configurations_are_accepted_by_the_server(client):
         client.projects.delete(id=created.id)
 
 
-def test_cli_push_and_status(root, studio_server, client, monkeypatch):  # noqa: F811
+def test_cli_push_and_status(root, studio_server, client, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", studio_server.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio_server.api_key)
     runner = CliRunner()
@@ -308,3 +271,99 @@ def test_review_round_trip_through_dvc_repro(small_project: Path, client):
     quillby = after.set_index("anchor").loc["Quillby"]
     assert quillby["status"] == "accepted"
     assert " accept (" in quillby["review"][0] and "corrections.jsonl:" in quillby["review"][0]
+
+
+# --- review work is never lost ----------------------------------------------------------------
+
+
+def predictions_by_key(client: LabelStudio) -> dict[str, list]:
+    return {key: client.predictions.list(task=task.id) for key, task in server_tasks(client).items()}
+
+
+def test_a_reset_server_loses_no_review_work(root, studio_server, client, monkeypatch):
+    """annotate, pull, reset the project (its tasks deleted, pushed again without annotations),
+    push, pull: the pull refuses and labels/ keeps every record; --force lets them go."""
+    push("anchors", root, client)
+    task = server_tasks(client)["forget:canon.txt#1"]
+    client.annotations.create(id=task.id, result=relabel(pre_annotation(root, task.data["key"]), "Toby",
+                                                            "not an anchor"))
+    pull("anchors", root, client)
+    corrections = root / "labels/anchors/corrections.jsonl"
+    pulled = corrections.read_text()
+    assert [(c.action, c.anchor) for c in load_corrections(corrections)] == [("accept", "Holmes"), ("reject", "Toby")]
+
+    for gone in server_tasks(client).values():  # a reset: the tasks and their annotations are gone
+        client.tasks.delete(id=str(gone.id))
+    assert push("anchors", root, client)["created"] == 3
+    before = labels_state(root)
+    studio_server.use(monkeypatch)
+    refused = CliRunner().invoke(app, ["review", "pull", "anchors", "-C", str(root)], env={"COLUMNS": "250"})
+    assert refused.exit_code == 1, refused.output
+    assert "2 record(s) of labels/anchors/corrections.jsonl would vanish" in refused.output
+    assert "task forget:canon.txt#1: action reject 'Toby' by" in refused.output
+    assert "no annotation of the task by" in refused.output and "--force" in refused.output
+    assert labels_state(root) == before and corrections.read_text() == pulled
+
+    forced = CliRunner().invoke(app, ["review", "pull", "anchors", "--force", "-C", str(root)])
+    assert forced.exit_code == 0, forced.output
+    assert load_corrections(corrections) == []
+
+
+def fail_after(monkeypatch, target, name: str, calls: int):
+    """``target.name`` works ``calls`` times, then raises the SDK's HTTP error (an injected fault)."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    real, done = getattr(target, name), []
+
+    def call(**kwargs):
+        done.append(kwargs)
+        if len(done) > calls:
+            raise ApiError(status_code=503, body="injected fault")
+        return real(**kwargs)
+
+    monkeypatch.setattr(target, name, call)
+
+
+def assert_every_task_shows_its_pre_annotation(root: Path, client: LabelStudio, version: str) -> None:
+    tracked = read_tasks(root / "labels/anchors/tasks.jsonl")
+    for key, found in predictions_by_key(client).items():
+        [prediction] = found
+        assert prediction.model_version == version
+        assert prediction.result == tracked[key]["predictions"][0]["result"]
+
+
+def test_push_creates_before_it_deletes_and_repairs_a_half_done_push(root, client, monkeypatch):
+    """A push that dies while it replaces pre-annotations leaves no task without one, and the
+    next push gives every task exactly the pre-annotation of tasks.jsonl."""
+    push("anchors", root, client)
+    old = read_manifest("dictionary", root)["content_sha256"][:12]
+    version = write_review_dictionary(root, holmes=["Jim", "Ted"])
+    fail_after(monkeypatch, client.predictions, "create", calls=1)  # the second task's never arrives
+    with pytest.raises(ReviewError, match="updating task .* failed: HTTP 503"):
+        push("anchors", root, client)
+    monkeypatch.undo()
+    half = predictions_by_key(client)
+    assert all(half.values()), "a task lost its pre-annotation"
+    assert sorted(p.model_version for found in half.values() for p in found) == sorted([version, old, old])
+    # One task done, one with its new data but the old pre-annotation, one not reached.
+    again = push("anchors", root, client)
+    assert (again["created"], again["updated"], again["repaired"], again["unchanged"]) == (0, 1, 1, 1)
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+
+    # Dying between creating and deleting leaves a task with both; the next push cleans it.
+    version = write_review_dictionary(root, holmes=["Kit", "Lou"])
+    fail_after(monkeypatch, client.predictions, "delete", calls=0)
+    with pytest.raises(ReviewError, match="failed: HTTP 503"):
+        push("anchors", root, client)
+    monkeypatch.undo()
+    assert sorted(len(found) for found in predictions_by_key(client).values()) == [1, 1, 2]
+    assert push("anchors", root, client)["repaired"] == 1
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+
+    # A task left without any pre-annotation (what the old push could leave) is repaired too.
+    first = server_tasks(client)["forget:canon.txt#0"]
+    for prediction in client.predictions.list(task=first.id):
+        client.predictions.delete(id=prediction.id)
+    assert push("anchors", root, client)["repaired"] == 1
+    assert_every_task_shows_its_pre_annotation(root, client, version)
+    assert push("anchors", root, client)["unchanged"] == 3

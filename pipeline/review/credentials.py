@@ -1,0 +1,114 @@
+"""The reviewer account and API token of the local Label Studio server, never shown in full.
+
+Credentials come from the environment or the ignored ``.env`` (:func:`pipeline.env.setting`):
+``LABEL_STUDIO_USERNAME`` (an email), ``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_API_KEY`` (a
+legacy user token, 6-40 characters). :func:`ensure_credentials` generates the missing ones and
+appends them to ``.env`` (mode 0600), which git must ignore. Label Studio applies them only when
+it creates the user, on the first start with an empty data folder: later changes are ignored by
+the server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.env import ENV_FILE, setting
+from pipeline.review.connection import API_KEY_KEY, StudioError
+
+USERNAME_KEY = "LABEL_STUDIO_USERNAME"
+PASSWORD_KEY = "LABEL_STUDIO_PASSWORD"
+DATABASE = "label_studio.sqlite3"
+"""The server's database file inside its data folder: there, the account exists already."""
+
+console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The reviewer account Label Studio creates on its first start, and its API token."""
+
+    username: str
+    password: str
+    api_key: str
+
+    def __repr__(self) -> str:  # never show the secrets, even in a traceback
+        return f"Credentials(username={self.username!r}, password={mask(self.password)!r}, api_key={mask(self.api_key)!r})"
+
+
+
+
+def mask(secret: str | None) -> str:
+    """``secret`` with all but its last 4 characters hidden (``'********a1b2'``)."""
+    if not secret:
+        return "(not set)"
+    return "*" * 8 + secret[-4:] if len(secret) > 4 else "*" * 8
+
+
+def credentials(root: Path | str = ".") -> Credentials | None:
+    """The configured credentials (environment, else ``.env``), or None if any is missing."""
+    values = [setting(key, root) for key in (USERNAME_KEY, PASSWORD_KEY, API_KEY_KEY)]
+    if not all(values):
+        return None
+    return Credentials(*values)  # type: ignore[arg-type]
+
+
+def ensure_credentials(root: Path | str, *, server_data: Path) -> Credentials:
+    """The configured credentials; the missing ones are generated and appended to ``<root>/.env``.
+
+    Generating is refused when ``server_data`` (the server's data folder) already holds a
+    database: Label Studio keeps the account it created on its first start, so new credentials
+    would not be accepted.
+    """
+    root = Path(root).resolve()
+    values = {key: setting(key, root) for key in (USERNAME_KEY, PASSWORD_KEY, API_KEY_KEY)}
+    token = values[API_KEY_KEY]
+    if token and not 6 <= len(token) <= 40:
+        raise StudioError(f"{API_KEY_KEY} must be 6-40 characters (Label Studio's legacy token), not {len(token)}")
+    missing = [key for key, value in values.items() if not value]
+    if not missing:
+        return Credentials(values[USERNAME_KEY], values[PASSWORD_KEY], values[API_KEY_KEY])  # type: ignore[arg-type]
+    if (server_data / DATABASE).exists():
+        raise StudioError(
+            f"{', '.join(missing)} not set (environment or {root / ENV_FILE}), but {server_data} already holds "
+            "a Label Studio account created with other credentials. Restore them in .env, or move that folder "
+            "away to start with an empty server (its projects and annotations stay in the moved folder)."
+        )
+    _refuse_tracked_env_file(root)
+    generated = {
+        USERNAME_KEY: "reviewer@whp.local",
+        PASSWORD_KEY: secrets.token_hex(16),
+        API_KEY_KEY: secrets.token_hex(20),  # 40 characters: the longest legacy token allowed
+    }
+    new = {key: generated[key] for key in missing}
+    _append_env(root / ENV_FILE, new)
+    values.update(new)
+    console.print(f"generated {', '.join(missing)} into {root / ENV_FILE} (mode 0600)", highlight=False)
+    return Credentials(values[USERNAME_KEY], values[PASSWORD_KEY], values[API_KEY_KEY])  # type: ignore[arg-type]
+
+
+def _refuse_tracked_env_file(root: Path) -> None:
+    """Secrets go only to a ``.env`` that git ignores (outside a git repository: any ``.env``)."""
+    try:
+        result = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", ENV_FILE],
+                                check=False, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if result.returncode == 1:  # 0: ignored; 128: not a git repository
+        raise StudioError(f"{root / ENV_FILE} is not ignored by git: add `.env` to .gitignore before secrets go there")
+
+
+def _append_env(path: Path, values: dict[str, str]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            out.write("\n")
+        out.write("# Label Studio reviewer account, generated by `whp studio start`\n")
+        for key, value in values.items():
+            out.write(f"{key}={value}\n")
