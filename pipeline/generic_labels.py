@@ -48,7 +48,9 @@ from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_
 from schemas.labels import GENERIC_LABELS
 
 STAGE = "generic_labels"
-PARAMS = ("generic_labels", "launch")
+# Not `launch`: how many processes compute the labels changes no byte of them (pipeline.launch
+# reads it before the stage runs), so changing it must not rerun the stage.
+PARAMS = ("generic_labels",)
 WORK = Path("data/.generic_labels-work")
 
 
