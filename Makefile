@@ -33,8 +33,8 @@ repro: install
 	dvc repro
 
 # The `full` profile (profiles/full.yaml: the whole canon, for a GPU) as a DVC experiment.
-# ACCELERATE_CONFIG=configs/accelerate/fsdp.yaml (or ddp, deepspeed_zero3) runs reinforce,
-# generic_labels and finetune under `accelerate launch` with it (params key launch.config).
+# ACCELERATE_CONFIG=configs/accelerate/ddp.yaml (or fsdp, deepspeed_zero3) runs the stages that
+# read params key launch.config (generic_labels; reinforce and finetune next) under `accelerate launch`.
 ACCELERATE_CONFIG ?=
 repro-full: install
 	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.tools.profiles full) \

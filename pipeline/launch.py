@@ -7,8 +7,8 @@ Two ways to start ``N`` processes of a stage, for every stage that supports it (
   or ``torchrun --nproc_per_node N -m pipeline.<stage>``;
 * from ``params.yaml``: with ``launch.config`` set, ``python -m pipeline.<stage>`` (the command
   in ``dvc.yaml``) re-executes itself under ``accelerate launch --config_file <config>``
-  (:func:`relaunch_if_configured`), so ``dvc repro`` and ``dvc exp run -S launch.config=...``
-  need no other command line.
+  (:func:`relaunch_if_configured`, called by the stage's ``__main__``: ``generic_labels`` so
+  far), so ``dvc repro`` and ``dvc exp run -S launch.config=...`` need no other command line.
 
 Every launcher (accelerate, torchrun, deepspeed) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
 and ``MASTER_ADDR``/``MASTER_PORT``; :class:`Ranks` reads them, and :func:`process_group` joins

@@ -229,8 +229,8 @@ class GenericLabelParams(_Section):
 
 
 class LaunchParams(_Section):
-    """How the stages that can run on several processes (``reinforce``, ``generic_labels``,
-    ``finetune``) are started (:mod:`pipeline.launch`)."""
+    """How the stages that run on several processes are started (:mod:`pipeline.launch`):
+    ``generic_labels`` reads it; not a DVC parameter of any stage (it changes no output byte)."""
 
     config: str | None = None
     """An accelerate config file (``configs/accelerate/*.yaml``, relative to the project root):
