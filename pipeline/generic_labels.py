@@ -10,7 +10,15 @@ disk. Work is done in shards of ``generic_labels.shard_blocks`` blocks, each wri
 to a work folder keyed by the inputs' hashes, so an interrupted run resumes at the first
 missing shard and produces identical output.
 
-Run: ``python -m pipeline.generic_labels`` (``dvc repro generic_labels``).
+Several processes (GPUs): rank ``r`` of ``N`` computes the shards numbered ``r`` modulo ``N``,
+each process on its own GPU, and the main process merges all shards in order once every rank
+has finished: the dataset's bytes are those one process writes. The shards go through the work
+folder, so the processes must share a filesystem (one machine, or a shared project folder).
+
+Run: ``python -m pipeline.generic_labels`` (``dvc repro generic_labels``); on N processes
+``accelerate launch --config_file configs/accelerate/ddp.yaml -m pipeline.generic_labels``,
+``torchrun --nproc_per_node N -m pipeline.generic_labels``, or ``launch.config`` in params.yaml
+(:mod:`pipeline.launch`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +40,16 @@ from tqdm import tqdm
 from pipeline.stage import run_stage
 from pipeline.core.padding import right_pad
 from pipeline.core.generic import block_labels, gather_aligned, used_translation_entries
-from pipeline.models import load_model, pick_device
+from pipeline.launch import Ranks, process_group, relaunch_if_configured
+from pipeline.models import load_model
 from pipeline.paths import BASELINE, REINFORCED
 from pipeline.params import Params
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset, read_manifest
 from schemas.labels import GENERIC_LABELS
 
 STAGE = "generic_labels"
+# Not `launch`: how many processes compute the labels changes no byte of them (pipeline.launch
+# reads it before the stage runs), so changing it must not rerun the stage.
 PARAMS = ("generic_labels",)
 WORK = Path("data/.generic_labels-work")
 
@@ -81,11 +94,53 @@ def shard_key(inputs: dict, shard: int, block_ids: Sequence[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``number``: ``blocks`` rows ``[start, start + shard_blocks)``, its file and its key."""
+
+    number: int
+    blocks: pd.DataFrame
+    key: str
+    path: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.path.with_suffix(".key")
+
+    def is_done(self) -> bool:
+        return self.path.exists() and self.marker.exists() and self.marker.read_text() == self.key
+
+
+@dataclass(frozen=True)
+class LabelRun:
+    """What a call of :func:`compute` did; figures cover this call (all ranks) only."""
+
+    complete: bool
+    """All shards done and the dataset written (on the main rank; other ranks: their shards done)."""
+    shards: int
+    """Shards computed in this call, all ranks together."""
+    tokens: int
+    """Block positions labelled in this call, all ranks together (each read by both models)."""
+    seconds: float
+    """Wall time of the labelling, models loaded (the slowest rank)."""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return round(self.tokens / self.seconds, 1) if self.seconds > 0 else 0.0
+
+
 def compute(
     root: Path, *, alphas: Sequence[float], top_k: int, batch_size: int, shard_blocks: int,
-    baseline_dir: Path, reinforced_dir: Path, max_shards_this_run: int | None = None,
-) -> bool:
-    """Compute (or resume) every shard; return True when all are done, then write the dataset."""
+    baseline_dir: Path, reinforced_dir: Path, max_shards_this_run: int | None = None, ranks: Ranks = Ranks(),
+) -> LabelRun:
+    """Compute (or resume) every shard, then write the dataset.
+
+    Under a launcher (``ranks.world_size`` N > 1) rank ``r`` computes the shards whose number is
+    ``r`` modulo N; after a barrier the main rank computes whatever is still missing (nothing,
+    unless ``max_shards_this_run`` stopped a rank) and merges the shards in order, as one
+    process does: the bytes written do not depend on N. ``max_shards_this_run`` (per rank)
+    simulates a run killed midway (tests): then nothing is merged and ``complete`` is False.
+    """
     blocks = read_dataset("blocks", root, columns=[
         "block_id", "input_ids", "translated_ids", "alignment", "used_positions", "used_token_ids"])
     inputs = {
@@ -94,35 +149,65 @@ def compute(
     }
     work = root / WORK
     work.mkdir(parents=True, exist_ok=True)
-    device = pick_device()
-    baseline = reinforced = None
-    done_this_run = 0
-    shards = range(0, len(blocks), shard_blocks)
-    for number, start in enumerate(tqdm(shards, desc="generic labels", unit="shard")):
+    shards = []
+    for number, start in enumerate(range(0, len(blocks), shard_blocks)):
         part = blocks.iloc[start:start + shard_blocks]
         key = shard_key(inputs, number, part["block_id"].tolist())
-        path, marker = work / f"shard-{number:05d}.parquet", work / f"shard-{number:05d}.key"
-        if path.exists() and marker.exists() and marker.read_text() == key:
-            continue
-        if max_shards_this_run is not None and done_this_run >= max_shards_this_run:
-            return False
-        if baseline is None:
-            baseline = load_model(baseline_dir, dtype="float32", device=device)
-            reinforced = load_model(reinforced_dir, dtype="float32", device=device)
-        rows = []
-        for b in range(0, len(part), batch_size):
-            rows += label_batch(part.iloc[b:b + batch_size], baseline, reinforced, alphas=alphas, top_k=top_k)
-        tmp = path.with_suffix(".tmp")
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        tmp.replace(path)
-        atomic_write_text(marker, key)
-        done_this_run += 1
-    with DatasetWriter(GENERIC_LABELS, stage=STAGE, params={"inputs": {k: v for k, v in inputs.items() if k != "baseline"}},
-                       root=root) as writer:
-        for number, _ in enumerate(shards):
-            writer.write(pq.read_table(work / f"shard-{number:05d}.parquet").to_pandas())
-    shutil.rmtree(work, ignore_errors=True)
-    return True
+        shards.append(Shard(number, part, key, work / f"shard-{number:05d}.parquet"))
+    labeller = _Labeller(baseline_dir, reinforced_dir, alphas=alphas, top_k=top_k, batch_size=batch_size,
+                         device=ranks.device())
+    suffix = f" [rank {ranks.rank}/{ranks.world_size}]" if ranks.distributed else ""
+    labeller.run([s for s in shards if ranks.owns(s.number)], budget=max_shards_this_run,
+                 desc=f"generic labels{suffix}", position=ranks.rank)
+    ranks.barrier()
+    if ranks.is_main:  # the shards a stopped rank left (none in a normal run)
+        labeller.run(shards, budget=None if max_shards_this_run is None else max_shards_this_run - labeller.shards,
+                     desc="generic labels (rest)", position=0)
+    shards_done, tokens = ranks.total([labeller.shards, labeller.tokens])
+    (seconds,) = ranks.total([labeller.seconds], op="max")
+    complete = all(s.is_done() for s in shards) if ranks.is_main else True
+    if ranks.is_main and complete:
+        with DatasetWriter(GENERIC_LABELS, stage=STAGE, root=root,
+                           params={"inputs": {k: v for k, v in inputs.items() if k != "baseline"}}) as writer:
+            for shard in shards:
+                writer.write(pq.read_table(shard.path).to_pandas())
+        shutil.rmtree(work, ignore_errors=True)
+    return LabelRun(complete=complete, shards=int(shards_done), tokens=int(tokens), seconds=round(seconds, 3))
+
+
+class _Labeller:
+    """Computes shards with both models, loaded on first use; counts what it did."""
+
+    def __init__(self, baseline_dir: Path, reinforced_dir: Path, *, alphas: Sequence[float], top_k: int,
+                 batch_size: int, device: torch.device) -> None:
+        self.dirs = (baseline_dir, reinforced_dir)
+        self.alphas, self.top_k, self.batch_size, self.device = alphas, top_k, batch_size, device
+        self.models: tuple | None = None
+        self.shards, self.tokens, self.seconds = 0, 0, 0.0
+
+    def run(self, shards: Sequence[Shard], *, budget: int | None, desc: str, position: int) -> None:
+        """Compute the shards of ``shards`` that are not done, at most ``budget`` of them."""
+        todo = [s for s in shards if not s.is_done()]
+        if budget is not None:
+            todo = todo[:max(budget, 0)]
+        if not todo:
+            return
+        if self.models is None:
+            self.models = tuple(load_model(d, dtype="float32", device=self.device) for d in self.dirs)
+        baseline, reinforced = self.models
+        started = time.perf_counter()
+        for shard in tqdm(todo, desc=desc, unit="shard", position=position):
+            rows = []
+            for b in range(0, len(shard.blocks), self.batch_size):
+                rows += label_batch(shard.blocks.iloc[b:b + self.batch_size], baseline, reinforced,
+                                    alphas=self.alphas, top_k=self.top_k)
+            tmp = shard.path.with_suffix(".tmp")
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+            tmp.replace(shard.path)
+            atomic_write_text(shard.marker, shard.key)
+            self.shards += 1
+            self.tokens += int(shard.blocks["input_ids"].map(len).sum())
+        self.seconds += time.perf_counter() - started
 
 
 def _folder_hash(folder: Path) -> str:
@@ -133,13 +218,21 @@ def _folder_hash(folder: Path) -> str:
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
     settings = params.generic_labels
-    compute(
-        root, alphas=settings.alphas, top_k=settings.top_k, batch_size=settings.batch_size,
-        shard_blocks=settings.shard_blocks, baseline_dir=root / BASELINE, reinforced_dir=root / REINFORCED,
-    )
+    with process_group() as ranks:
+        result = compute(
+            root, alphas=settings.alphas, top_k=settings.top_k, batch_size=settings.batch_size,
+            shard_blocks=settings.shard_blocks, baseline_dir=root / BASELINE, reinforced_dir=root / REINFORCED,
+            ranks=ranks,
+        )
+    if not ranks.is_main:
+        return {"rank": ranks.rank, "processes": ranks.world_size}
     labels = read_manifest("generic_labels", root)
-    return {"rows": labels["rows"], "alphas": len(settings.alphas), "top_k": settings.top_k}
+    return {
+        "rows": labels["rows"], "alphas": len(settings.alphas), "top_k": settings.top_k, "shards": result.shards,
+        "tokens": result.tokens, "tokens_per_s": result.tokens_per_s, "processes": ranks.world_size,
+    }
 
 
 if __name__ == "__main__":
+    relaunch_if_configured("pipeline.generic_labels")
     run_stage(STAGE, run)

@@ -228,6 +228,18 @@ class GenericLabelParams(_Section):
         return value
 
 
+class LaunchParams(_Section):
+    """How the stages that run on several processes are started (:mod:`pipeline.launch`):
+    ``generic_labels`` reads it; not a DVC parameter of any stage (it changes no output byte)."""
+
+    config: str | None = None
+    """An accelerate config file (``configs/accelerate/*.yaml``, relative to the project root):
+    the stage re-executes itself under ``accelerate launch --config_file <config>``. null: one
+    process (or whatever launcher the stage was started with)."""
+    num_processes: int | None = Field(default=None, ge=1)
+    """Processes to start; null: one per visible GPU (without GPU: the config file's value)."""
+
+
 class DatasetParams(_Section):
     """The training dataset (stage ``dataset``)."""
 
@@ -364,6 +376,7 @@ class Params(_Section):
     blocks: BlockParams = BlockParams()
     reinforce: ReinforceParams = ReinforceParams()
     generic_labels: GenericLabelParams = GenericLabelParams()
+    launch: LaunchParams = LaunchParams()
     dataset: DatasetParams = DatasetParams()
     finetune: FinetuneParams = FinetuneParams()
     retain_blocks: RetainBlockParams = RetainBlockParams()

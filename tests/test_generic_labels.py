@@ -30,7 +30,7 @@ def reinforced_dir(built: Path, tmp_path_factory) -> Path:  # noqa: F811
     return folder
 
 
-def _run(root: Path, reinforced: Path, **kwargs) -> bool:
+def _run(root: Path, reinforced: Path, **kwargs) -> generic_labels.LabelRun:
     return generic_labels.compute(
         root, alphas=ALPHAS, top_k=4, batch_size=2, shard_blocks=2,
         baseline_dir=root / "models" / "baseline", reinforced_dir=reinforced, **kwargs,
@@ -38,9 +38,11 @@ def _run(root: Path, reinforced: Path, **kwargs) -> bool:
 
 
 def test_one_row_per_block_and_alpha_with_targets_from_the_formula(built: Path, reinforced_dir: Path):  # noqa: F811
-    assert _run(built, reinforced_dir)
+    result = _run(built, reinforced_dir)
+    assert result.complete
     labels = read_dataset("generic_labels", built)
     blocks = read_dataset("blocks", built).set_index("block_id")
+    assert result.tokens == blocks["input_ids"].map(len).sum() and result.tokens_per_s > 0
     assert len(labels) == len(blocks) * len(ALPHAS)
     row = labels[labels["alpha"] == 5.0].iloc[0]
     block = blocks.loc[row["block_id"]]
@@ -61,9 +63,13 @@ def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     shutil.rmtree(dataset_dir("generic_labels", copy), ignore_errors=True)
-    assert _run(copy, reinforced_dir, max_shards_this_run=1) is False  # "killed" after one shard
+    stopped = _run(copy, reinforced_dir, max_shards_this_run=1)  # "killed" after one shard
+    assert not stopped.complete and stopped.shards == 1
     assert (copy / generic_labels.WORK / "shard-00000.parquet").exists()
-    assert _run(copy, reinforced_dir) is True
+    resumed = _run(copy, reinforced_dir)
+    assert resumed.complete
+    n_blocks = len(read_dataset("blocks", copy))
+    assert resumed.shards == -(-n_blocks // 2) - 1  # the first shard is not computed again
     _run(built, reinforced_dir)
     ours = sorted(dataset_dir("generic_labels", copy).glob("part-*.parquet"))
     theirs = sorted(dataset_dir("generic_labels", built).glob("part-*.parquet"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import data, doctor, review, studio
+from pipeline.cli import data, doctor, plan, review, studio
 
 app = typer.Typer(
     help="Datasets for Who's-Harry-Potter-style unlearning: query, inspect, check.",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command()(data.query)
 app.command()(data.datasets)
 app.command()(doctor.doctor)
+app.command()(plan.plan)
 app.add_typer(studio.studio_app, name="studio")
 app.add_typer(review.review_app, name="review")
 app.add_typer(data.show_app, name="show")
