@@ -188,14 +188,17 @@ class BlockParams(_Section):
         return self
 
 
-class ReinforceParams(_Section):
-    """Fine-tuning the baseline on the forget blocks (stage ``reinforce``)."""
+class TrainingParams(_Section):
+    """What every training section shares: optimiser, schedule, batches, checkpoints
+    (read by :meth:`pipeline.training.TrainSettings.from_section`)."""
 
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=2.0, gt=0)
+    """May be fractional."""
     batch_size: int = Field(default=16, ge=1)
     """Blocks per optimiser step (gradient accumulation makes up what does not fit)."""
     micro_batch_size: int = Field(default=4, ge=1)
+    """Blocks per forward pass."""
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     checkpoint_every: int = Field(default=50, ge=1)
@@ -203,10 +206,14 @@ class ReinforceParams(_Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _batches(self) -> "ReinforceParams":
+    def _batches(self) -> "TrainingParams":
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
         return self
+
+
+class ReinforceParams(TrainingParams):
+    """Fine-tuning the baseline on the forget blocks (stage ``reinforce``)."""
 
 
 class GenericLabelParams(_Section):
@@ -246,10 +253,11 @@ class FinetuneRetainParams(_Section):
     """Use at most N retain blocks (evenly spread); null = every train block."""
 
 
-class FinetuneParams(_Section):
+class FinetuneParams(TrainingParams):
     """The unlearning fine-tune (stage ``finetune``); the dataset pin is here.
 
-    Class defaults suit a full run on a GPU; params.yaml holds the CPU profile.
+    Class defaults suit a full run on a GPU; params.yaml holds the CPU profile. ``batch_size``
+    counts forget blocks (each brings one retain block when the retain term is on).
     """
 
     dataset: str = Field(default="workspace", min_length=1, pattern=r"^\S+$")
@@ -261,22 +269,7 @@ class FinetuneParams(_Section):
     soft_weight: float = Field(default=1.0, ge=0)
     """Weight of the soft term in ``mixed``."""
     learning_rate: float = Field(default=2e-5, gt=0)
-    epochs: float = Field(default=2.0, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    """Forget blocks per optimiser step (each brings one retain block when the retain term is on)."""
-    micro_batch_size: int = Field(default=4, ge=1)
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    checkpoint_every: int = Field(default=50, ge=1)
-    """Optimiser steps between checkpoints (resume point)."""
-    seed: int = 0
     retain: FinetuneRetainParams = FinetuneRetainParams()
-
-    @model_validator(mode="after")
-    def _batches(self) -> "FinetuneParams":
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
-        return self
 
 
 class RetainBlockParams(_Section):

@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -45,13 +44,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.models import pick_device
+from pipeline.checkpoints import list_checkpoints, rng_state, set_rng_state, write_checkpoint
+from pipeline.models import pick_device, publish_model, read_provenance
+from pipeline.paths import BASELINE
 
 Batch = dict[str, torch.Tensor]
 LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, int]]
 
 LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "tokens", "tokens_per_s")
-CHECKPOINT_PATTERN = "step-{:08d}.pt"
 
 # Settings that change how the work is split, not what is computed: a checkpoint written
 # under other values of these still resumes (a smaller micro-batch after running out of memory).
@@ -121,6 +121,20 @@ class TrainResult:
     """``bf16-autocast`` (GPU) or ``fp32`` (CPU)."""
     world_size: int = 1
     is_main_process: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        """What a training stage prints when it ends."""
+        summary = {"steps": self.steps, "final_loss": f"{self.final_loss:.4f}", "tokens_per_s": f"{self.tokens_per_s:.0f}",
+                   "device": self.device, "resumed_from": self.resumed_from}
+        return summary if self.completed else summary | {"completed": False}
+
+    def provenance(self) -> dict[str, Any]:
+        """The run's facts for a model's ``whp_model.json``."""
+        return {
+            "steps": self.steps, "final_loss": self.final_loss, "device": self.device, "world_size": self.world_size,
+            "precision": self.precision, "dtype": "float32", "tokens_per_s": self.tokens_per_s,
+            "train_seconds": self.seconds, "resumed_from_step": self.resumed_from,
+        }
 
 
 class BatchesFn(Protocol):
@@ -292,9 +306,6 @@ class _Processes:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.prepare_model(model) if self.accelerator else model
 
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(model) if self.accelerator else model
-
     def no_sync(self, model: torch.nn.Module, sync: bool):
         if self.accelerator is None or sync:
             return contextlib.nullcontext()
@@ -306,54 +317,6 @@ class _Processes:
     def barrier(self) -> None:
         if self.accelerator:
             self.accelerator.wait_for_everyone()
-
-
-def _rng_state() -> dict[str, Any]:
-    key, pos, has_gauss, cached = np.random.get_state()[1:]
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in folder.glob("step-*.pt") if folder.is_dir() else []:
-        try:
-            found.append((int(path.stem.removeprefix("step-")), path))
-        except ValueError:
-            continue
-    return sorted(found)
-
-
-def _write_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> None:
-    """Write through a temporary file and a rename, then drop older checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / CHECKPOINT_PATTERN.format(step)
-    tmp = folder / f".{final.name}.tmp-{os.getpid()}"
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    for older, path in _checkpoints(folder):
-        if older != step:
-            path.unlink(missing_ok=True)
 
 
 class _LossLog:
@@ -412,7 +375,6 @@ def train(
     *,
     loss_fn: LossFn = causal_lm_loss,
     settings: TrainSettings,
-    output_dir: Path | str | None,
     checkpoint_dir: Path | str,
     device: torch.device | str | None = None,
     log_path: Path | str | None = None,
@@ -422,7 +384,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place; resume from ``checkpoint_dir`` if it holds a checkpoint of the
-    same run.
+    same run. The caller saves the trained ``model`` (:func:`publish_trained`).
 
     Args:
         model: a causal LM with float32 weights (autocast supplies bf16 on a GPU).
@@ -430,8 +392,6 @@ def train(
         loss_fn: ``loss_fn(model, micro_batch) -> (loss_sum, n_tokens)``; the step's loss is
             the sum over its micro-batches (and processes) divided by their total token count.
         settings: optimiser, schedule, batch sizes, checkpoint interval, seed.
-        output_dir: where the finished model is saved (``save_pretrained``; an existing folder
-            is replaced); None: not saved.
         checkpoint_dir: checkpoints (``step-XXXXXXXX.pt``: weights, optimiser, scheduler, step,
             RNG states, data position); only the latest is kept. A checkpoint of another run
             (other settings, data or ``resume_key``) is discarded, not resumed.
@@ -469,14 +429,14 @@ def train(
     )
     identity = _resume_identity(settings, batches_fn, resume_key)
     start, last_loss, logged = 0, None, []
-    found = _checkpoints(checkpoint_dir)
+    found = list_checkpoints(checkpoint_dir)
     if found:
         state = torch.load(found[-1][1], map_location="cpu", weights_only=True)
         if state["identity"] == json.loads(json.dumps(identity)):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             start, last_loss, logged = state["step"], state["last_loss"], state["log"]
             if state["examples_seen"] != start * settings.batch_size:
                 raise ValueError(f"{found[-1][1]}: data position does not match its step")
@@ -546,7 +506,7 @@ def train(
             done = step + 1
             if done % settings.checkpoint_every == 0 or done in (stop, total_steps):
                 if processes.is_main:
-                    _write_checkpoint(checkpoint_dir, done, {
+                    write_checkpoint(checkpoint_dir, done, {
                         "identity": identity,
                         "step": done,
                         "examples_seen": done * settings.batch_size,
@@ -554,7 +514,7 @@ def train(
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state(),
+                        "rng": rng_state(),
                         "log": log.rows,
                     })
                 processes.barrier()
@@ -564,10 +524,6 @@ def train(
         bar.close()
     model.eval()
     completed = stop == total_steps
-    if completed and output_dir is not None and processes.is_main:
-        # Replaced, not merged into: files of an earlier, killed save must not survive.
-        shutil.rmtree(output_dir, ignore_errors=True)
-        processes.unwrap(trained).save_pretrained(Path(output_dir))
     processes.barrier()
     return TrainResult(
         steps=stop, total_steps=total_steps, completed=completed, resumed_from=start, final_loss=last_loss,
@@ -576,3 +532,38 @@ def train(
         device=str(device), precision=precision, world_size=processes.world_size,
         is_main_process=processes.is_main,
     )
+
+
+def publish_trained(
+    model: torch.nn.Module,
+    result: TrainResult,
+    *,
+    target: Path,
+    baseline: Path,
+    base_weights: str,
+    facts: dict[str, Any],
+    checkpoint_dir: Path,
+    card: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any] | None:
+    """After :func:`train`: publish a completed run's model, then remove its checkpoints.
+
+    Only the main process of a completed run writes (:func:`pipeline.models.publish_model`):
+    the weights, the baseline's tokenizer files, and ``whp_model.json`` = the baseline's
+    identity, the stage's ``facts`` and the run's figures (:meth:`TrainResult.provenance`);
+    ``card(provenance)``, if given, becomes the folder's ``README.md``. The checkpoints go only
+    once the model is in place: a crash before leaves them for the next run to resume.
+
+    Returns:
+        The provenance written, or None when nothing was (another process, or an unfinished run).
+    """
+    if not (result.completed and result.is_main_process):
+        return None
+    provenance = {
+        "base_model": BASELINE.as_posix(),
+        "base_source": read_provenance(baseline).get("source"),
+        "base_weights_sha256": base_weights,
+    } | facts | result.provenance()
+    files = {"README.md": card(provenance)} if card is not None else None
+    publish_model(target, model=model, tokenizer=baseline, provenance=provenance, files=files)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return provenance

@@ -98,7 +98,7 @@ def test_causal_lm_loss_matches_hand_computation(tiny):
 def test_loss_goes_down_on_a_repeated_block(tiny, tmp_path: Path):
     block = _blocks(1)[0]
     result = train(tiny, BlockBatches([block] * 4), settings=_settings(epochs=10.0, batch_size=2),
-                   output_dir=None, checkpoint_dir=tmp_path / "ckpt", log_path=tmp_path / "loss.csv",
+                   checkpoint_dir=tmp_path / "ckpt", log_path=tmp_path / "loss.csv",
                    device="cpu")
     losses = [float(row["loss"]) for row in _log(tmp_path / "loss.csv")]
     assert result.completed and result.steps == len(losses) == 20
@@ -115,7 +115,7 @@ def test_gradient_accumulation_matches_one_micro_batch(tiny_model_dir: Path, tmp
     for micro in (4, 2, 1):
         model = load_model(tiny_model_dir, dtype="float32", device="cpu")
         result = train(model, blocks, settings=_settings(learning_rate=1e-3, batch_size=4, micro_batch_size=micro),
-                       output_dir=None, checkpoint_dir=tmp_path / f"ckpt{micro}", device="cpu")
+                       checkpoint_dir=tmp_path / f"ckpt{micro}", device="cpu")
         assert result.steps == 1
         # After the last step .grad still holds its (scaled, clipped) gradient.
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
@@ -133,19 +133,17 @@ def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: 
     settings = _settings(epochs=2.0, batch_size=2, warmup_ratio=0.2, weight_decay=0.01)  # ceil(10/2) = 5 steps
 
     straight = load_model(tiny_model_dir, dtype="float32", device="cpu")
-    full = train(straight, blocks, settings=settings, output_dir=tmp_path / "straight-model",
-                 checkpoint_dir=tmp_path / "ckpt-straight", log_path=tmp_path / "straight.csv", device="cpu")
-    assert full.completed and full.steps == 5 and (tmp_path / "straight-model" / "config.json").is_file()
+    full = train(straight, blocks, settings=settings, checkpoint_dir=tmp_path / "ckpt-straight", log_path=tmp_path / "straight.csv", device="cpu")
+    assert full.completed and full.steps == 5
 
     ckpt, log = tmp_path / "ckpt", tmp_path / "resumed.csv"
 
     # A planned stop after 1 step (checkpointed there), then a crash at step 3, after the
     # checkpoint of step 2: the resumed run must redo step 3 without logging it twice.
     first = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
-                  output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu",
+                  checkpoint_dir=ckpt, log_path=log, device="cpu",
                   max_steps_this_run=1)
     assert (first.completed, first.steps, first.resumed_from) == (False, 1, 0)
-    assert not (tmp_path / "model").exists()
     assert [p.name for p in ckpt.iterdir()] == ["step-00000001.pt"]
 
     def crash(record):
@@ -154,13 +152,13 @@ def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: 
 
     with pytest.raises(KeyboardInterrupt):
         train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
-              output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu", on_step=crash)
+              checkpoint_dir=ckpt, log_path=log, device="cpu", on_step=crash)
     assert [row["step"] for row in _log(log)] == ["1", "2", "3"]
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000002.pt"]
 
     resumed_model = load_model(tiny_model_dir, dtype="float32", device="cpu")
     resumed = train(resumed_model, blocks, settings=dataclasses.replace(settings, checkpoint_every=3),
-                    output_dir=tmp_path / "model", checkpoint_dir=ckpt, log_path=log, device="cpu")
+                    checkpoint_dir=ckpt, log_path=log, device="cpu")
     assert (resumed.completed, resumed.steps, resumed.resumed_from) == (True, 5, 2)
     assert _max_gap(_weights(straight), _weights(resumed_model)) <= 1e-6
     assert resumed.final_loss == pytest.approx(full.final_loss, abs=1e-6)
@@ -172,23 +170,23 @@ def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: 
     assert [int(row["step"]) for row in resumed_log] == [1, 2, 3, 4, 5]
     assert comparable(resumed_log) == comparable(straight_log)
 
-    # A finished run's last checkpoint resumes to "nothing left to do" and still saves the model.
-    again = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
-                  output_dir=tmp_path / "again", checkpoint_dir=ckpt, log_path=log, device="cpu")
-    assert (again.resumed_from, again.steps, again.tokens) == (5, 5, 0)
-    assert len(_log(log)) == 5 and (tmp_path / "again" / "config.json").is_file()
+    # A finished run's last checkpoint resumes to "nothing left to do", with the trained weights.
+    again_model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    again = train(again_model, blocks, settings=settings, checkpoint_dir=ckpt, log_path=log, device="cpu")
+    assert (again.resumed_from, again.steps, again.tokens, again.completed) == (5, 5, 0, True)
+    assert len(_log(log)) == 5 and _max_gap(_weights(straight), _weights(again_model)) <= 1e-6
 
 
 def test_checkpoint_of_another_run_is_discarded(tiny_model_dir: Path, tmp_path: Path):
     blocks = BlockBatches(_blocks(4))
     ckpt = tmp_path / "ckpt"
     train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=_settings(),
-          output_dir=None, checkpoint_dir=ckpt, device="cpu", max_steps_this_run=1)
+          checkpoint_dir=ckpt, device="cpu", max_steps_this_run=1)
     other = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks,
-                  settings=_settings(learning_rate=1e-3), output_dir=None, checkpoint_dir=ckpt, device="cpu")
+                  settings=_settings(learning_rate=1e-3), checkpoint_dir=ckpt, device="cpu")
     assert other.resumed_from == 0 and other.completed
     other_data = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), BlockBatches(_blocks(4, seed=1)),
-                       settings=_settings(learning_rate=1e-3), output_dir=None, checkpoint_dir=ckpt, device="cpu")
+                       settings=_settings(learning_rate=1e-3), checkpoint_dir=ckpt, device="cpu")
     assert other_data.resumed_from == 0
 
 
@@ -207,7 +205,7 @@ def test_schedule_data_order_and_settings(tiny_model_dir: Path, tmp_path: Path):
 
     log = tmp_path / "loss.csv"
     train(load_model(tiny_model_dir, dtype="float32", device="cpu"), BlockBatches(_blocks(5)), settings=settings,
-          output_dir=None, checkpoint_dir=tmp_path / "ckpt", log_path=log, device="cpu")
+          checkpoint_dir=tmp_path / "ckpt", log_path=log, device="cpu")
     rows = _log(log)
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([5e-3, 1e-2, 1e-2 * 2 / 3, 1e-2 / 3])
     assert [float(r["epoch"]) for r in rows] == [0.4, 0.8, 1.2, 1.6]
@@ -218,4 +216,4 @@ def test_schedule_data_order_and_settings(tiny_model_dir: Path, tmp_path: Path):
         _settings(batch_size=3, micro_batch_size=2)
     with pytest.raises(ValueError, match="float32 weights"):
         train(load_model(tiny_model_dir, dtype="bfloat16", device="cpu"), BlockBatches(_blocks(2)),
-              settings=_settings(), output_dir=None, checkpoint_dir=tmp_path / "c", device="cpu")
+              settings=_settings(), checkpoint_dir=tmp_path / "c", device="cpu")
