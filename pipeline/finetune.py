@@ -62,6 +62,7 @@ import torch
 import yaml
 
 from pipeline.core.losses import UnlearningLoss
+from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
 from pipeline.params import Params, section_dict
@@ -86,13 +87,6 @@ _FORGET_COLUMNS = {
 def retain_partner(index: int, *, n_forget: int, n_retain: int) -> int:
     """The retain block paired with forget block ``index``: ``floor(index * n_retain / n_forget)``."""
     return index * n_retain // n_forget
-
-
-def spread(n: int, limit: int | None) -> list[int]:
-    """``min(n, limit)`` evenly spaced indices of ``range(n)`` (all when ``limit`` is None)."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    return [k * n // limit for k in range(limit)]
 
 
 class RetainPairedBatches:
@@ -139,7 +133,7 @@ def read_retain_blocks(root: Path, *, max_blocks: int | None) -> pd.DataFrame:
             f"dataset {RETAIN_DATASET!r} has no 'train' blocks for the retain term: add retain corpora "
             "(corpus.retain), raise retain_blocks.max_train_blocks, or set finetune.retain.kind: none"
         )
-    return frame.iloc[spread(len(frame), max_blocks)].reset_index(drop=True)
+    return frame.iloc[evenly_spaced(len(frame), max_blocks)].reset_index(drop=True)
 
 
 def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | None = None) -> dict:

@@ -177,7 +177,14 @@ class BlockParams(_Section):
     min_block_tokens: int = Field(default=32, ge=1)
     """A shorter last block of a document is dropped (recorded in blocks_rejects)."""
     max_blocks: int | None = Field(default=None, ge=1)
-    """Keep only the first N blocks (a slice of the corpus for quick CPU runs); null = all."""
+    """Train on at most N blocks, chosen by ``select`` (quick CPU runs); null = all."""
+    select: Literal["first", "spread", "anchors"] = "anchors"
+    """Which blocks: ``first`` (the first N), ``spread`` (documents take turns, evenly spaced
+    within each), ``anchors`` (greedy weighted coverage of the dictionary's anchors, with
+    diminishing returns; see pipeline.core.block_selection)."""
+    document_penalty: float = Field(default=1.0, ge=0)
+    """``anchors``: a block's gain is divided by ``1 + document_penalty * m``, ``m`` the blocks
+    already chosen from its document (0 = no spreading over documents)."""
     seed: int = 0
     """Seeds the world (translation index) chosen for each block."""
 
