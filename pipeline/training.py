@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.checkpoints import list_checkpoints, rng_state, set_rng_state, write_checkpoint
+from pipeline.checkpoints import (
+    list_checkpoints, load_latest, remove_stale_temporaries, rng_state, set_rng_state, write_checkpoint,
+)
 from pipeline.models import pick_device, publish_model, read_provenance
 from pipeline.paths import BASELINE
 
@@ -393,8 +395,10 @@ def train(
             the sum over its micro-batches (and processes) divided by their total token count.
         settings: optimiser, schedule, batch sizes, checkpoint interval, seed.
         checkpoint_dir: checkpoints (``step-XXXXXXXX.pt``: weights, optimiser, scheduler, step,
-            RNG states, data position); only the latest is kept. A checkpoint of another run
-            (other settings, data or ``resume_key``) is discarded, not resumed.
+            RNG states, data position; :mod:`pipeline.checkpoints`); the two latest are kept.
+            Temporary files of a write that was killed are removed first; an unreadable latest
+            checkpoint is skipped (with a warning) for the one before. A checkpoint of another
+            run (other settings, data or ``resume_key``) is discarded, not resumed.
         device: where to train (default: GPU if present); ignored under ``accelerate launch``.
         log_path: the CSV loss log (columns :data:`LOG_COLUMNS`), rewritten on a fresh start,
             continued after the checkpoint's step on resume.
@@ -429,9 +433,14 @@ def train(
     )
     identity = _resume_identity(settings, batches_fn, resume_key)
     start, last_loss, logged = 0, None, []
-    found = list_checkpoints(checkpoint_dir)
-    if found:
-        state = torch.load(found[-1][1], map_location="cpu", weights_only=True)
+    if processes.is_main:
+        for stale in remove_stale_temporaries(checkpoint_dir):
+            tqdm.write(f"train: removed {stale} (a checkpoint write that never finished)", file=sys.stderr)
+    processes.barrier()  # no process may list the folder while the main one is clearing it
+    latest = load_latest(checkpoint_dir, remove_unreadable=processes.is_main)
+    processes.barrier()
+    if latest is not None:
+        state, path = latest
         if state["identity"] == json.loads(json.dumps(identity)):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -439,17 +448,16 @@ def train(
             set_rng_state(state["rng"])
             start, last_loss, logged = state["step"], state["last_loss"], state["log"]
             if state["examples_seen"] != start * settings.batch_size:
-                raise ValueError(f"{found[-1][1]}: data position does not match its step")
+                raise ValueError(f"{path}: data position does not match its step")
             if processes.is_main:
-                tqdm.write(f"train: resuming from {found[-1][1]} (step {start} of {total_steps})", file=sys.stderr)
+                tqdm.write(f"train: resuming from {path} (step {start} of {total_steps})", file=sys.stderr)
         else:
             if processes.is_main:
-                tqdm.write(f"train: discarding {found[-1][1]} (written by a run with other settings or data)",
-                           file=sys.stderr)
-                for _, path in found:
-                    path.unlink(missing_ok=True)
+                tqdm.write(f"train: discarding {path} (written by a run with other settings or data)", file=sys.stderr)
+                for _, older in list_checkpoints(checkpoint_dir):
+                    older.unlink(missing_ok=True)
             processes.barrier()
-        del state  # the checkpoint's copy of the weights: do not hold it through training
+        del state, latest  # the checkpoint's copy of the weights: do not hold it through training
     if start == 0:
         torch.manual_seed(settings.seed)
     log = _LossLog(Path(log_path) if log_path and processes.is_main else None, logged)

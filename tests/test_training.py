@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline import checkpoints
 from pipeline.models import load_model
 from pipeline.training import (
     LOG_COLUMNS,
@@ -154,7 +158,7 @@ def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: 
         train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
               checkpoint_dir=ckpt, log_path=log, device="cpu", on_step=crash)
     assert [row["step"] for row in _log(log)] == ["1", "2", "3"]
-    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000002.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000001.pt", "step-00000002.pt"]  # the two latest
 
     resumed_model = load_model(tiny_model_dir, dtype="float32", device="cpu")
     resumed = train(resumed_model, blocks, settings=dataclasses.replace(settings, checkpoint_every=3),
@@ -217,3 +221,97 @@ def test_schedule_data_order_and_settings(tiny_model_dir: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="float32 weights"):
         train(load_model(tiny_model_dir, dtype="bfloat16", device="cpu"), BlockBatches(_blocks(2)),
               settings=_settings(), checkpoint_dir=tmp_path / "c", device="cpu")
+
+
+
+# --- checkpoints that survive kills and bad disks ----------------------------------------------
+
+_KILLED_DURING_SAVE = """
+import os, signal, sys, torch
+from pipeline import checkpoints
+from pipeline.models import load_model
+from pipeline.training import BlockBatches, TrainSettings, train
+from tests.test_training import _blocks
+
+real_save = torch.save
+def save_then_die(state, handle):
+    if state["step"] == 2:  # half of step 2's checkpoint is on disk when the kill comes
+        real_save(state, handle)
+        handle.truncate(handle.tell() // 2)
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(state, handle)
+checkpoints.torch.save = save_then_die
+settings = TrainSettings(learning_rate=1e-2, epochs=2.0, batch_size=2, micro_batch_size=1, checkpoint_every=1)
+train(load_model(sys.argv[1], dtype="float32", device="cpu"), BlockBatches(_blocks(5)), settings=settings,
+      checkpoint_dir=sys.argv[2], device="cpu", progress=False)
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_no_temporary_and_resumes(tiny_model_dir: Path, tmp_path: Path,
+                                                                        capfd):
+    settings = _settings(epochs=2.0, batch_size=2, checkpoint_every=1)
+    blocks = BlockBatches(_blocks(5))
+    straight = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    train(straight, blocks, settings=settings, checkpoint_dir=tmp_path / "straight", device="cpu")
+
+    ckpt = tmp_path / "ckpt"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_DURING_SAVE, str(tiny_model_dir), str(ckpt)],
+                            capture_output=True, text=True, env=env)
+    assert killed.returncode == -9, killed.stderr
+    stale = list(ckpt.glob(".step-00000002.pt.tmp-*"))
+    assert len(stale) == 1 and stale[0].stat().st_size > 0  # half a checkpoint, never renamed
+    assert [p.name for p in ckpt.glob("step-*")] == ["step-00000001.pt"]
+
+    resumed = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    result = train(resumed, blocks, settings=settings, checkpoint_dir=ckpt, device="cpu")
+    assert f"removed {stale[0]}" in capfd.readouterr().err
+    assert (result.resumed_from, result.steps) == (1, 5)
+    assert not list(ckpt.glob(".*")) and sorted(p.name for p in ckpt.iterdir()) == ["step-00000004.pt", "step-00000005.pt"]
+    assert _max_gap(_weights(straight), _weights(resumed)) <= 1e-6
+
+
+def test_an_unreadable_latest_checkpoint_is_skipped_for_the_one_before(tiny_model_dir: Path, tmp_path: Path, capfd):
+    settings = _settings(epochs=2.0, batch_size=2, checkpoint_every=1)
+    blocks = BlockBatches(_blocks(5))
+    straight = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    full = train(straight, blocks, settings=settings, checkpoint_dir=tmp_path / "straight", device="cpu",
+                 log_path=tmp_path / "straight.csv")
+
+    ckpt, log = tmp_path / "ckpt", tmp_path / "loss.csv"
+    train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings, checkpoint_dir=ckpt,
+          device="cpu", log_path=log, max_steps_this_run=3)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-00000002.pt", "step-00000003.pt"]
+    latest = ckpt / "step-00000003.pt"
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 3])  # a truncated copy, a bad sector
+
+    resumed = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    result = train(resumed, blocks, settings=settings, checkpoint_dir=ckpt, device="cpu", log_path=log)
+    assert f"skipping unreadable checkpoint {latest}" in capfd.readouterr().err
+    assert (result.resumed_from, result.steps, result.completed) == (2, 5, True)
+    assert _max_gap(_weights(straight), _weights(resumed)) <= 1e-6 and result.final_loss == pytest.approx(full.final_loss)
+    assert [int(r["step"]) for r in _log(log)] == [1, 2, 3, 4, 5]
+
+    # Nothing readable at all: a fresh start, not a crash.
+    for path in ckpt.iterdir():
+        path.write_bytes(b"not a checkpoint")
+    fresh = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=settings,
+                  checkpoint_dir=ckpt, device="cpu", max_steps_this_run=1)
+    assert fresh.resumed_from == 0 and "skipping unreadable checkpoint" in capfd.readouterr().err
+    assert checkpoints.load_latest(tmp_path / "nowhere") is None
+
+
+def test_a_checkpoint_is_on_disk_before_it_is_renamed_into_place(tmp_path: Path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(checkpoints.os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_size > 0)),
+                                                             real_fsync(fd)))
+    monkeypatch.setattr(checkpoints.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)),
+                                                                 real_replace(a, b)))
+    checkpoints.write_checkpoint(tmp_path, 7, {"weights": torch.ones(3)})
+    # The file's bytes, then the rename, then the folder entry (a folder's st_size is not 0 either).
+    assert events == [("fsync", True), ("replace", "step-00000007.pt"), ("fsync", True)]
+    for step in (8, 9):
+        checkpoints.write_checkpoint(tmp_path, step, {"weights": torch.ones(3)})
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path)] == [8, 9]
