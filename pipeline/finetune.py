@@ -36,11 +36,11 @@ block index only, never on the step, so a resumed run sees exactly the same micr
 Outputs: ``models/unlearned`` (Hugging Face folder: float32 weights, the baseline's tokenizer
 files copied as they are, ``README.md`` model card with the dataset version and content hash,
 params and training figures, and ``whp_model.json`` provenance), written to a temporary folder
-and renamed when complete; ``plots/finetune_loss.csv`` (one row per optimiser step; the
-logged loss is the combined objective above; ``tokens`` and ``tokens_per_s`` count forget
-tokens, the retain blocks are processed in addition). Checkpoints go to
-``models/.finetune-checkpoints``; a killed run resumes there (same dataset hash, baseline
-weights, loss params and settings) and they are removed after success.
+and renamed when complete; ``plots/dvclive/finetune`` (DVCLive, one point per optimiser step:
+``loss`` = ``forget_loss`` + ``retain.weight`` x ``retain_loss``, each logged, the learning rate,
+``tokens`` and ``tokens_per_s``, which count forget tokens: the retain blocks are processed in
+addition). Checkpoints go to ``models/.finetune-checkpoints``; a killed run resumes there (same
+dataset hash, baseline weights, loss params and settings) and they are removed after success.
 
 Run: ``python -m pipeline.finetune`` (``dvc repro finetune``). Several GPUs:
 ``accelerate launch --num_processes N -m pipeline.finetune`` (``finetune.batch_size`` must be
@@ -75,7 +75,7 @@ from pipeline.versions import read_manifest_at, read_pinned, resolve
 STAGE = "finetune"
 PARAMS = ("finetune",)
 CHECKPOINTS = Path("models/.finetune-checkpoints")
-LOSS_LOG = Path("plots/finetune_loss.csv")
+TRAINING_LOG = Path("plots/dvclive/finetune")
 RETAIN_DATASET = "retain_blocks"
 _FORGET_COLUMNS = {
     "hard": ["block_id", "input_ids", "labels", "loss_mask"],
@@ -187,8 +187,8 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     }, sort_keys=True).encode()).hexdigest()
 
     result = train(
-        model, batches, loss_fn=loss_fn, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_path=root / LOSS_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
+        model, batches, loss_fn=loss_fn.with_terms, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
+        log_dir=root / TRAINING_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
     )
     publish_trained(model, result, target=root / UNLEARNED, baseline=baseline, base_weights=base_weights,
                     checkpoint_dir=root / CHECKPOINTS, card=model_card, facts={
@@ -204,7 +204,7 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
                         "trained_positions": int(sum(np.asarray(m, dtype=np.int64).sum() for m in frame["loss_mask"])),
                         "retain_blocks": None if retain_frame is None else len(retain_frame),
                         "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
-                        "loss_log": LOSS_LOG.as_posix(),
+                        "training_log": TRAINING_LOG.as_posix(),
                     })
     return result.summary() | {"dataset_sha256": manifest["content_sha256"][:12]}
 
@@ -261,7 +261,7 @@ def model_card(provenance: dict) -> str:
         + (f" (this run, resumed from step {resumed})" if resumed else "") + " |",
         f"| device | {provenance['device']} x {provenance['world_size']} ({provenance['precision']}) |",
         "",
-        f"Loss curve: `{provenance['loss_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
+        f"Training log (DVCLive): `{provenance['training_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
         "",
     ])
 

@@ -6,10 +6,11 @@ trained with next-token cross-entropy on every position of the *original* block 
 translations, and not the blocks' ``loss_mask``, which concerns the generic labels).
 
 Outputs: ``models/reinforced`` (Hugging Face folder: weights in float32, the baseline's tokenizer,
-``whp_model.json`` provenance), written to a temporary folder and renamed when complete, and
-the loss curve ``plots/reinforce_loss.csv`` (one row per optimiser step). Checkpoints go to
-``models/.reinforce-checkpoints``: a crashed or killed run resumes there on the next run and
-they are removed after success.
+``whp_model.json`` provenance), written to a temporary folder and renamed when complete
+(:func:`pipeline.training.publish_trained`), and the training log ``plots/dvclive/reinforce``
+(DVCLive: loss, learning rate, tokens and tokens/s per optimiser step; ``dvc plots show``).
+Checkpoints go to ``models/.reinforce-checkpoints``: a crashed or killed run resumes there on
+the next run and they are removed after success.
 
 Run: ``python -m pipeline.reinforce`` (``dvc repro reinforce``); on several GPUs
 ``accelerate launch --num_processes N -m pipeline.reinforce``.
@@ -31,7 +32,7 @@ from schemas.blocks import BLOCKS
 STAGE = "reinforce"
 PARAMS = ("reinforce",)
 CHECKPOINTS = Path("models/.reinforce-checkpoints")
-LOSS_LOG = Path("plots/reinforce_loss.csv")
+TRAINING_LOG = Path("plots/dvclive/reinforce")
 
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
@@ -50,7 +51,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
 
     result = train(
         model, batches, loss_fn=causal_lm_loss, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_path=root / LOSS_LOG, resume_key=base_weights,
+        log_dir=root / TRAINING_LOG, resume_key=base_weights,
     )
     publish_trained(model, result, target=root / REINFORCED, baseline=baseline, base_weights=base_weights,
                     checkpoint_dir=root / CHECKPOINTS, facts={
@@ -59,7 +60,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
                         "block_tokens": int(blocks["input_ids"].map(len).sum()),
                         "blocks_content_sha256": _blocks_hash(root),
                         "objective": "next-token cross-entropy on every position of the original block ids",
-                        "loss_log": LOSS_LOG.as_posix(),
+                        "training_log": TRAINING_LOG.as_posix(),
                     })
     return result.summary()
 

@@ -1,7 +1,9 @@
-"""The one training loop: the reinforced model now, the unlearning fine-tune later.
+"""The one training loop, for the reinforced model and for the unlearning fine-tune.
 
 :func:`train` runs AdamW with linear warmup and decay over micro-batches of token blocks, with
-gradient accumulation, clipping, checkpoints it resumes from, a tqdm bar and a CSV loss log.
+gradient accumulation, clipping, checkpoints it resumes from (:mod:`pipeline.checkpoints`), a
+tqdm bar and a per-step DVCLive log (:mod:`pipeline.training_log`: the loss and its named
+terms, learning rate, tokens/s); :func:`publish_trained` then writes the model.
 What is learnt is the caller's ``loss_fn`` (:func:`causal_lm_loss` for the reinforced model;
 hard-label cross-entropy, soft-label KL or retain terms for the fine-tune), and what is fed is
 the caller's ``batches_fn`` (usually a :class:`BlockBatches`).
@@ -18,14 +20,13 @@ Several GPUs: ``accelerate launch --num_processes N -m pipeline.reinforce`` star
 :func:`train` sees ``WORLD_SIZE > 1`` and then uses :class:`accelerate.Accelerator` (DDP): each
 process takes every N-th block of each optimiser batch, gradients are summed across processes
 and divided by the global token count, and only the main process writes checkpoints, the log
-and the model. ``batch_size`` must then be a multiple of ``N * micro_batch_size``. A single
+and (:func:`publish_trained`) the model. ``batch_size`` must then be a multiple of ``N * micro_batch_size``. A single
 process (``python -m ...``) needs neither accelerate's config nor its launcher.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
@@ -49,11 +50,14 @@ from pipeline.checkpoints import (
 )
 from pipeline.models import pick_device, publish_model, read_provenance
 from pipeline.paths import BASELINE
+from pipeline.training_log import TrainingLog
 
 Batch = dict[str, torch.Tensor]
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, int]]
+LossFn = Callable[[torch.nn.Module, Batch], tuple]
+"""``(loss_sum, n_tokens)`` or ``(loss_sum, n_tokens, {term name: float})``, see :func:`train`."""
 
-LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "tokens", "tokens_per_s")
+LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "tokens", "tokens_per_s")
+"""What every step's log record holds; a loss with named terms adds one field per term after ``loss``."""
 
 # Settings that change how the work is split, not what is computed: a checkpoint written
 # under other values of these still resumes (a smaller micro-batch after running out of memory).
@@ -321,36 +325,6 @@ class _Processes:
             self.accelerator.wait_for_everyone()
 
 
-class _LossLog:
-    """The CSV loss log, one row per optimiser step.
-
-    The rows also travel in every checkpoint, so a resumed run rewrites the log up to the
-    checkpoint's step from there: rows an interrupted run logged after its last checkpoint
-    (they are redone) disappear, and a log deleted meanwhile (``dvc repro`` removes a stage's
-    outputs before running it) comes back whole.
-    """
-
-    def __init__(self, path: Path | None, rows: list[dict[str, Any]]) -> None:
-        self.path = path
-        self.rows = list(rows)
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.rows.append(record)
-        if self.path is None:
-            return
-        with self.path.open("a", newline="", encoding="utf-8") as handle:
-            csv.DictWriter(handle, fieldnames=LOG_COLUMNS, lineterminator="\n").writerow(record)
-
-
 def _resume_identity(settings: TrainSettings, batches_fn: BatchesFn, resume_key: str | None) -> dict[str, Any]:
     kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in _EXECUTION_ONLY}
     return {
@@ -379,7 +353,7 @@ def train(
     settings: TrainSettings,
     checkpoint_dir: Path | str,
     device: torch.device | str | None = None,
-    log_path: Path | str | None = None,
+    log_dir: Path | str | None = None,
     resume_key: str | None = None,
     max_steps_this_run: int | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
@@ -393,6 +367,8 @@ def train(
         batches_fn: examples to train on (:class:`BatchesFn`, e.g. :class:`BlockBatches`).
         loss_fn: ``loss_fn(model, micro_batch) -> (loss_sum, n_tokens)``; the step's loss is
             the sum over its micro-batches (and processes) divided by their total token count.
+            It may return a third element, named terms of the loss (``{"forget_loss": x}``:
+            floats summed over the same positions, no gradient), logged per step the same way.
         settings: optimiser, schedule, batch sizes, checkpoint interval, seed.
         checkpoint_dir: checkpoints (``step-XXXXXXXX.pt``: weights, optimiser, scheduler, step,
             RNG states, data position; :mod:`pipeline.checkpoints`); the two latest are kept.
@@ -400,8 +376,9 @@ def train(
             checkpoint is skipped (with a warning) for the one before. A checkpoint of another
             run (other settings, data or ``resume_key``) is discarded, not resumed.
         device: where to train (default: GPU if present); ignored under ``accelerate launch``.
-        log_path: the CSV loss log (columns :data:`LOG_COLUMNS`), rewritten on a fresh start,
-            continued after the checkpoint's step on resume.
+        log_dir: the DVCLive folder of the per-step log (:data:`LOG_FIELDS` and the loss's
+            terms; :class:`pipeline.training_log.TrainingLog`), rewritten on a fresh start and
+            on resume up to the checkpoint's step, then continued; main process only.
         resume_key: extra identity of the run, e.g. a hash of the starting weights.
         max_steps_this_run: stop (with a checkpoint) after this many optimiser steps.
         on_step: called with each step's log record after it is logged and checkpointed.
@@ -460,7 +437,7 @@ def train(
         del state, latest  # the checkpoint's copy of the weights: do not hold it through training
     if start == 0:
         torch.manual_seed(settings.seed)
-    log = _LossLog(Path(log_path) if log_path and processes.is_main else None, logged)
+    log = TrainingLog(Path(log_dir) if log_dir and processes.is_main else None, logged)
     stop = total_steps if max_steps_this_run is None else min(total_steps, start + max_steps_this_run)
 
     trained = processes.wrap(model)
@@ -478,14 +455,19 @@ def train(
             chunks = [mine[i:i + settings.micro_batch_size] for i in range(0, per_process, settings.micro_batch_size)]
             optimizer.zero_grad(set_to_none=True)
             totals = torch.zeros(3, dtype=torch.float64)  # loss sum, loss tokens, input tokens
+            term_sums: dict[str, float] = {}
             for k, chunk in enumerate(chunks):
                 batch = {name: t.to(device, non_blocking=True) for name, t in batches_fn(chunk).items()}
                 with processes.no_sync(trained, sync=k == len(chunks) - 1), autocast():
-                    loss_sum, n_tokens = loss_fn(trained, batch)
+                    loss_sum, n_tokens, *terms = loss_fn(trained, batch)
                 loss_sum.float().backward()
                 totals += torch.tensor([loss_sum.item(), n_tokens, int(batch["attention_mask"].sum())], dtype=torch.float64)
+                for name, value in (terms[0] if terms else {}).items():
+                    term_sums[name] = term_sums.get(name, 0.0) + float(value)
+            names = sorted(term_sums)
+            totals = torch.cat([totals, torch.tensor([term_sums[n] for n in names], dtype=torch.float64)])
             totals = processes.sum(totals.to(device)).cpu()
-            loss_sum_all, tokens_all, inputs_all = totals.tolist()
+            loss_sum_all, tokens_all, inputs_all, *term_totals = totals.tolist()
             # The gradient so far is of the *sum* (DDP: its mean over processes): rescale it to the
             # mean over every token of the optimiser batch.
             scale = processes.world_size / max(tokens_all, 1.0)
@@ -504,6 +486,7 @@ def train(
                 "step": step + 1,
                 "epoch": round((step + 1) * settings.batch_size / n_examples, 6),
                 "loss": last_loss,
+                **{name: total / max(tokens_all, 1.0) for name, total in zip(names, term_totals)},
                 "learning_rate": learning_rate,
                 "tokens": int(inputs_all),
                 "tokens_per_s": round(inputs_all / seconds, 1) if seconds > 0 else 0.0,
@@ -530,6 +513,7 @@ def train(
                 on_step(record)
     finally:
         bar.close()
+        log.close()
     model.eval()
     completed = stop == total_steps
     processes.barrier()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -18,6 +17,7 @@ from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer
 from pipeline.params import parse_params
 from pipeline.store import write_dataset
+from pipeline.training_log import read_training_log
 from schemas.blocks import BLOCKS
 
 SETTINGS = {"learning_rate": 1e-2, "epochs": 2.0, "batch_size": 2, "micro_batch_size": 1,
@@ -61,9 +61,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_model(folder, dtype="float32", device="cpu").state_dict()
 
 
-def _log_without_speed(root: Path) -> list[dict[str, str]]:
-    with (root / "plots" / "reinforce_loss.csv").open(newline="", encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in csv.DictReader(handle)]
+def _log_without_speed(root: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in read_training_log(root / reinforce.TRAINING_LOG)]
 
 
 def test_stage_writes_reinforced_model(tmp_path: Path, tiny_model_dir: Path):
@@ -88,11 +87,11 @@ def test_stage_writes_reinforced_model(tmp_path: Path, tiny_model_dir: Path):
     assert provenance["final_loss"] == pytest.approx(float(summary["final_loss"]), abs=1e-4)
     assert provenance["tokens_per_s"] > 0 and provenance["blocks_content_sha256"]
 
-    with (root / "plots" / "reinforce_loss.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(training.LOG_COLUMNS)
+    rows = read_training_log(root / "plots" / "dvclive" / "reinforce")
+    assert set(rows[0]) == set(training.LOG_FIELDS)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert provenance["training_log"] == "plots/dvclive/reinforce"
     assert not (root / "models" / ".reinforce-checkpoints").exists()
     assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "reinforced"]
 
@@ -115,14 +114,14 @@ def test_crash_leaves_no_model_and_resumes(tmp_path: Path, tiny_model_dir: Path,
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002.pt"]
 
     # dvc repro removes a stage's outputs before it runs: the resumed log must not need them.
-    (root / "plots" / "reinforce_loss.csv").unlink()
+    shutil.rmtree(root / reinforce.TRAINING_LOG)
     monkeypatch.undo()
     summary = reinforce.run(_params(), root=root)
     assert summary["resumed_from"] == 2 and summary["steps"] == 6
     resumed, uninterrupted = _weights(output), _weights(straight / "models" / "reinforced")
     assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in resumed) <= 1e-6
     assert _log_without_speed(root) == _log_without_speed(straight)
-    assert [row["step"] for row in _log_without_speed(root)] == ["1", "2", "3", "4", "5", "6"]
+    assert [row["step"] for row in _log_without_speed(root)] == [1, 2, 3, 4, 5, 6]
 
     # A crash in a later run (other params) keeps the previous complete model.
     before = _sha256(output / "model.safetensors")
