@@ -5,12 +5,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from pipeline import reinforce, training
 from pipeline.errors import DatasetValidationError
@@ -139,3 +143,28 @@ def test_empty_blocks_is_an_error(tmp_path: Path, tiny_model_dir: Path):
     write_dataset(_blocks_frame().iloc[:0], BLOCKS, stage="blocks", root=root)
     with pytest.raises(DatasetValidationError, match="no blocks"):
         reinforce.run(_params(), root=root)
+
+
+@pytest.mark.slow
+def test_two_processes_log_and_publish_once(tmp_path: Path, tiny_model_dir: Path):
+    """Two CPU processes (``torchrun``, gloo; train() then runs through accelerate): only the
+    main one writes the DVCLive log, the checkpoints and the model, and the curve is the
+    single process's (about 30 s)."""
+    single = _project(tmp_path / "single", tiny_model_dir)
+    reinforce.run(_params(), root=single)
+    root = _project(tmp_path / "two", tiny_model_dir)
+    (root / "params.yaml").write_text(yaml.safe_dump({"corpus": {"forget": ["unused.txt"]}, "reinforce": SETTINGS}))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    provenance = json.loads((root / "models" / "reinforced" / "whp_model.json").read_text())
+    assert provenance["world_size"] == 2 and provenance["steps"] == 6
+    rows = read_training_log(root / reinforce.TRAINING_LOG)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # each step once, not once per process
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in read_training_log(single / reinforce.TRAINING_LOG)],
+                                                      rel=1e-5)
+    assert sorted(p.name for p in (root / reinforce.TRAINING_LOG).iterdir()) == ["metrics.json", "plots"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "reinforced"]
