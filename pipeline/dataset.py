@@ -86,10 +86,26 @@ def card(frame: pd.DataFrame, manifest_params: dict, review: ReviewOutcome | Non
         f"| confidence p10 / p50 / p90 | {quantiles[0]:.3f} / {quantiles[1]:.3f} / {quantiles[2]:.3f} |",
         f"| dictionary sha256 | `{frame['dictionary_sha256'].iloc[0] if len(frame) else ''}` |",
         f"| corrections sha256 | `{frame['corrections_sha256'].iloc[0] if len(frame) else ''}` |",
+        *_selection_rows(manifest_params.get("block_selection")),
         *_review_rows(manifest_params.get("linguistic_review"), review), "",
         "Columns: see README, Datasets. Parameters and input revisions: `data/manifests/dataset.json`.", "",
         f"Inputs: {', '.join(f'{k} `{v[:12]}`' for k, v in manifest_params['inputs'].items())}", "",
     ])
+
+
+def _selection_rows(selection: dict | None) -> list[str]:
+    """What the blocks stage's choice of training blocks covers (its manifest's ``selection``)."""
+    if not selection:
+        return []
+    rows = [
+        f"| training blocks chosen by | `{selection['method']}`: {selection['selected']} of {selection['candidates']} "
+        f"candidate blocks (blocks.max_blocks: {selection['requested']}) |",
+        f"| anchors covered | {selection['anchors_covered']} of {selection['anchors']} "
+        f"({selection['anchor_weight_share']:.1%} of the anchor weight) |",
+        f"| anchor occurrences covered | {selection['anchor_occurrences_covered']} of {selection['anchor_occurrences']} |",
+        f"| documents covered | {selection['documents_covered']} of {selection['documents']} |",
+    ]
+    return rows + ([f"| note | {selection['note']} |"] if "note" in selection else [])
 
 
 def _review_rows(provenance: dict | None, review: ReviewOutcome | None) -> list[str]:
@@ -154,6 +170,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     for stale in review.stale:
         log.warning("stale linguistic decision, skipped: %s", stale)
     used = section_dict(params, *PARAMS) | {"inputs": inputs} | {
+        "block_selection": read_manifest("blocks", root)["params"].get("selection"),
         "linguistic_review": {"path": DECISIONS.as_posix(), "sha256": decisions_sha, **review.as_dict()},
     }
     with DatasetWriter(TRAINING, stage=STAGE, params=used, root=root, arrow_schema=features().arrow_schema) as writer:

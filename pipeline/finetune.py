@@ -36,11 +36,11 @@ block index only, never on the step, so a resumed run sees exactly the same micr
 Outputs: ``models/unlearned`` (Hugging Face folder: float32 weights, the baseline's tokenizer
 files copied as they are, ``README.md`` model card with the dataset version and content hash,
 params and training figures, and ``whp_model.json`` provenance), written to a temporary folder
-and renamed when complete; ``plots/finetune_loss.csv`` (one row per optimiser step; the
-logged loss is the combined objective above; ``tokens`` and ``tokens_per_s`` count forget
-tokens, the retain blocks are processed in addition). Checkpoints go to
-``models/.finetune-checkpoints``; a killed run resumes there (same dataset hash, baseline
-weights, loss params and settings) and they are removed after success.
+and renamed when complete; ``plots/dvclive/finetune`` (DVCLive, one point per optimiser step:
+``loss`` = ``forget_loss`` + ``retain.weight`` x ``retain_loss``, each logged, the learning rate,
+``tokens`` and ``tokens_per_s``, which count forget tokens: the retain blocks are processed in
+addition). Checkpoints go to ``models/.finetune-checkpoints``; a killed run resumes there (same
+dataset hash, baseline weights, loss params and settings) and they are removed after success.
 
 Run: ``python -m pipeline.finetune`` (``dvc repro finetune``). Several GPUs:
 ``accelerate launch --num_processes N -m pipeline.finetune`` (``finetune.batch_size`` must be
@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,26 +61,22 @@ import pandas as pd
 import torch
 import yaml
 
-from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
-from pipeline.stage import run_stage
-from pipeline.errors import DatasetValidationError
 from pipeline.core.losses import UnlearningLoss
+from pipeline.core.sampling import evenly_spaced
+from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
 from pipeline.params import Params, section_dict
-from pipeline.store import publish_folder, read_dataset
-from pipeline.training import BlockBatches, TrainSettings, train
+from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
+from pipeline.stage import run_stage
+from pipeline.store import read_dataset
+from pipeline.training import BlockBatches, TrainSettings, publish_trained, train
 from pipeline.versions import read_manifest_at, read_pinned, resolve
 
 STAGE = "finetune"
 PARAMS = ("finetune",)
 CHECKPOINTS = Path("models/.finetune-checkpoints")
-LOSS_LOG = Path("plots/finetune_loss.csv")
-CARD = "README.md"
+TRAINING_LOG = Path("plots/dvclive/finetune")
 RETAIN_DATASET = "retain_blocks"
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
-    "merges.txt", "tokenizer.model", "chat_template.jinja",
-)
 _FORGET_COLUMNS = {
     "hard": ["block_id", "input_ids", "labels", "loss_mask"],
     "soft": ["block_id", "input_ids", "loss_mask", "top_ids", "top_probs"],
@@ -92,13 +87,6 @@ _FORGET_COLUMNS = {
 def retain_partner(index: int, *, n_forget: int, n_retain: int) -> int:
     """The retain block paired with forget block ``index``: ``floor(index * n_retain / n_forget)``."""
     return index * n_retain // n_forget
-
-
-def spread(n: int, limit: int | None) -> list[int]:
-    """``min(n, limit)`` evenly spaced indices of ``range(n)`` (all when ``limit`` is None)."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    return [k * n // limit for k in range(limit)]
 
 
 class RetainPairedBatches:
@@ -145,7 +133,7 @@ def read_retain_blocks(root: Path, *, max_blocks: int | None) -> pd.DataFrame:
             f"dataset {RETAIN_DATASET!r} has no 'train' blocks for the retain term: add retain corpora "
             "(corpus.retain), raise retain_blocks.max_train_blocks, or set finetune.retain.kind: none"
         )
-    return frame.iloc[spread(len(frame), max_blocks)].reset_index(drop=True)
+    return frame.iloc[evenly_spaced(len(frame), max_blocks)].reset_index(drop=True)
 
 
 def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | None = None) -> dict:
@@ -198,64 +186,27 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
         "dataset_sha256": manifest["content_sha256"], "baseline_sha256": base_weights, "objective": objective,
     }, sort_keys=True).encode()).hexdigest()
 
-    output = root / UNLEARNED
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # A fixed name, not mkdtemp: under `accelerate launch` every process must agree on it.
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        result = train(
-            model, batches, loss_fn=loss_fn, settings=settings, output_dir=tmp, checkpoint_dir=root / CHECKPOINTS,
-            device=device, log_path=root / LOSS_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
-        )
-        summary = {
-            "steps": result.steps, "final_loss": f"{result.final_loss:.4f}",
-            "tokens_per_s": f"{result.tokens_per_s:.0f}", "device": result.device,
-            "resumed_from": result.resumed_from, "dataset_sha256": manifest["content_sha256"][:12],
-        }
-        if not result.completed:
-            summary["completed"] = False
-            return summary
-        if not result.is_main_process:
-            return summary
-        for name in TOKENIZER_FILES:
-            if (baseline / name).is_file():
-                shutil.copyfile(baseline / name, tmp / name)
-        provenance = {
-            "base_model": BASELINE.as_posix(),
-            "base_source": _read_json(baseline / PROVENANCE).get("source"),
-            "base_weights_sha256": base_weights,
-            "dataset": {
-                "version": section.dataset, "commit": None if revision == "workspace" else revision,
-                "content_sha256": manifest["content_sha256"], "rows": manifest["rows"],
-            },
-            "params": section_dict(params, *PARAMS),
-            "objective": objective,
-            "blocks": len(frame),
-            "block_tokens": int(frame["input_ids"].map(len).sum()),
-            # loss_mask is int8 on disk: a Python sum of int8 scalars would overflow.
-            "trained_positions": int(sum(np.asarray(m, dtype=np.int64).sum() for m in frame["loss_mask"])),
-            "retain_blocks": None if retain_frame is None else len(retain_frame),
-            "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
-            "steps": result.steps,
-            "final_loss": result.final_loss,
-            "device": result.device,
-            "world_size": result.world_size,
-            "precision": result.precision,
-            "dtype": "float32",
-            "tokens_per_s": result.tokens_per_s,
-            "train_seconds": result.seconds,
-            "resumed_from_step": result.resumed_from,
-            "loss_log": LOSS_LOG.as_posix(),
-        }
-        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD).write_text(model_card(provenance), encoding="utf-8")
-        publish_folder(tmp, output)
-    except BaseException:
-        # The checkpoints stay: the next run resumes from them.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(root / CHECKPOINTS, ignore_errors=True)
-    return summary
+    result = train(
+        model, batches, loss_fn=loss_fn.with_terms, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
+        log_dir=root / TRAINING_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
+    )
+    publish_trained(model, result, target=root / UNLEARNED, baseline=baseline, base_weights=base_weights,
+                    checkpoint_dir=root / CHECKPOINTS, card=model_card, facts={
+                        "dataset": {
+                            "version": section.dataset, "commit": None if revision == "workspace" else revision,
+                            "content_sha256": manifest["content_sha256"], "rows": manifest["rows"],
+                        },
+                        "params": section_dict(params, *PARAMS),
+                        "objective": objective,
+                        "blocks": len(frame),
+                        "block_tokens": int(frame["input_ids"].map(len).sum()),
+                        # loss_mask is int8 on disk: a Python sum of int8 scalars would overflow.
+                        "trained_positions": int(sum(np.asarray(m, dtype=np.int64).sum() for m in frame["loss_mask"])),
+                        "retain_blocks": None if retain_frame is None else len(retain_frame),
+                        "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
+                        "training_log": TRAINING_LOG.as_posix(),
+                    })
+    return result.summary() | {"dataset_sha256": manifest["content_sha256"][:12]}
 
 
 def model_card(provenance: dict) -> str:
@@ -310,16 +261,9 @@ def model_card(provenance: dict) -> str:
         + (f" (this run, resumed from step {resumed})" if resumed else "") + " |",
         f"| device | {provenance['device']} x {provenance['world_size']} ({provenance['precision']}) |",
         "",
-        f"Loss curve: `{provenance['loss_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
+        f"Training log (DVCLive): `{provenance['training_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
         "",
     ])
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 if __name__ == "__main__":

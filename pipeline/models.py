@@ -1,25 +1,37 @@
-"""The one model loader.
+"""The one model loader and the one model publisher.
 
 Only the ``baseline_model`` stage reads the configured source (a GGUF file in a Python
 package, a local folder or a hub id, see :class:`~pipeline.params.BaselineParams`); it writes an
 ordinary Hugging Face folder (config, tokenizer, safetensors) that every later stage opens with
-:func:`load_model` and :func:`load_tokenizer`.
+:func:`load_model` and :func:`load_tokenizer`. Every model folder the pipeline writes
+(``baseline``, ``reinforced``, ``unlearned``) goes through :func:`publish_model`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from pipeline.errors import ModelSourceError
+from pipeline.paths import PROVENANCE
+from pipeline.store import publish_folder
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt", "tokenizer.model", "chat_template.jinja",
+)
+"""The files a Hugging Face tokenizer may be saved as; a trained model carries its baseline's."""
 
 
 @dataclass(frozen=True)
@@ -179,3 +191,65 @@ def weights_hash(folder: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_provenance(folder: Path) -> dict[str, Any]:
+    """A model folder's ``whp_model.json``; empty when it is missing or unreadable (provenance
+    of the provenance: never a reason to stop a stage)."""
+    try:
+        return json.loads((folder / PROVENANCE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def publish_model(
+    target: Path,
+    *,
+    model,
+    tokenizer,
+    provenance: Mapping[str, Any],
+    files: Mapping[str, str] | None = None,
+    verify: Callable[[Path], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write a model folder and swap it in for ``target`` atomically.
+
+    Everything goes to a fresh temporary folder beside ``target`` (one left by a killed run is
+    removed first): the weights (``model.save_pretrained``), the tokenizer, then ``verify(folder)``
+    if given (it may raise to abort; what it returns is added to the provenance), the provenance
+    as ``whp_model.json`` and ``files`` (name -> text, e.g. a model card). Only then is the folder
+    renamed into place, so readers see the previous model or the new one, never half of one; on
+    any error the temporary folder is removed and ``target`` is left as it was.
+
+    Args:
+        target: the model folder, e.g. ``models/reinforced``.
+        model: anything with ``save_pretrained(folder)`` (a transformers model).
+        tokenizer: a tokenizer object (saved with ``save_pretrained``), or a model folder whose
+            tokenizer files (:data:`TOKENIZER_FILES`) are copied byte for byte.
+        provenance: JSON-serialisable facts about the weights.
+        files: further text files to write into the folder.
+        verify: a check of the written folder before it is published.
+
+    Returns:
+        The provenance as written (with what ``verify`` returned).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed run, never complete
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        if isinstance(tokenizer, (str, Path)):
+            for name in TOKENIZER_FILES:
+                if (Path(tokenizer) / name).is_file():
+                    shutil.copyfile(Path(tokenizer) / name, tmp / name)
+        else:
+            tokenizer.save_pretrained(tmp)
+        written = dict(provenance) | dict(verify(tmp) if verify is not None else {})
+        (tmp / PROVENANCE).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        publish_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return written

@@ -177,7 +177,14 @@ class BlockParams(_Section):
     min_block_tokens: int = Field(default=32, ge=1)
     """A shorter last block of a document is dropped (recorded in blocks_rejects)."""
     max_blocks: int | None = Field(default=None, ge=1)
-    """Keep only the first N blocks (a slice of the corpus for quick CPU runs); null = all."""
+    """Train on at most N blocks, chosen by ``select`` (quick CPU runs); null = all."""
+    select: Literal["first", "spread", "anchors"] = "anchors"
+    """Which blocks: ``first`` (the first N), ``spread`` (documents take turns, evenly spaced
+    within each), ``anchors`` (greedy weighted coverage of the dictionary's anchors, with
+    diminishing returns; see pipeline.core.block_selection)."""
+    document_penalty: float = Field(default=1.0, ge=0)
+    """``anchors``: a block's gain is divided by ``1 + document_penalty * m``, ``m`` the blocks
+    already chosen from its document (0 = no spreading over documents)."""
     seed: int = 0
     """Seeds the world (translation index) chosen for each block."""
 
@@ -188,14 +195,17 @@ class BlockParams(_Section):
         return self
 
 
-class ReinforceParams(_Section):
-    """Fine-tuning the baseline on the forget blocks (stage ``reinforce``)."""
+class TrainingParams(_Section):
+    """What every training section shares: optimiser, schedule, batches, checkpoints
+    (read by :meth:`pipeline.training.TrainSettings.from_section`)."""
 
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=2.0, gt=0)
+    """May be fractional."""
     batch_size: int = Field(default=16, ge=1)
     """Blocks per optimiser step (gradient accumulation makes up what does not fit)."""
     micro_batch_size: int = Field(default=4, ge=1)
+    """Blocks per forward pass."""
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     checkpoint_every: int = Field(default=50, ge=1)
@@ -203,10 +213,14 @@ class ReinforceParams(_Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _batches(self) -> "ReinforceParams":
+    def _batches(self) -> "TrainingParams":
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
         return self
+
+
+class ReinforceParams(TrainingParams):
+    """Fine-tuning the baseline on the forget blocks (stage ``reinforce``)."""
 
 
 class GenericLabelParams(_Section):
@@ -258,10 +272,11 @@ class FinetuneRetainParams(_Section):
     """Use at most N retain blocks (evenly spread); null = every train block."""
 
 
-class FinetuneParams(_Section):
+class FinetuneParams(TrainingParams):
     """The unlearning fine-tune (stage ``finetune``); the dataset pin is here.
 
-    Class defaults suit a full run on a GPU; params.yaml holds the CPU profile.
+    Class defaults suit a full run on a GPU; params.yaml holds the CPU profile. ``batch_size``
+    counts forget blocks (each brings one retain block when the retain term is on).
     """
 
     dataset: str = Field(default="workspace", min_length=1, pattern=r"^\S+$")
@@ -273,22 +288,7 @@ class FinetuneParams(_Section):
     soft_weight: float = Field(default=1.0, ge=0)
     """Weight of the soft term in ``mixed``."""
     learning_rate: float = Field(default=2e-5, gt=0)
-    epochs: float = Field(default=2.0, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    """Forget blocks per optimiser step (each brings one retain block when the retain term is on)."""
-    micro_batch_size: int = Field(default=4, ge=1)
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    checkpoint_every: int = Field(default=50, ge=1)
-    """Optimiser steps between checkpoints (resume point)."""
-    seed: int = 0
     retain: FinetuneRetainParams = FinetuneRetainParams()
-
-    @model_validator(mode="after")
-    def _batches(self) -> "FinetuneParams":
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError(f"batch_size ({self.batch_size}) is not a multiple of micro_batch_size ({self.micro_batch_size})")
-        return self
 
 
 class RetainBlockParams(_Section):

@@ -1,7 +1,9 @@
-"""The one training loop: the reinforced model now, the unlearning fine-tune later.
+"""The one training loop, for the reinforced model and for the unlearning fine-tune.
 
 :func:`train` runs AdamW with linear warmup and decay over micro-batches of token blocks, with
-gradient accumulation, clipping, checkpoints it resumes from, a tqdm bar and a CSV loss log.
+gradient accumulation, clipping, checkpoints it resumes from (:mod:`pipeline.checkpoints`), a
+tqdm bar and a per-step DVCLive log (:mod:`pipeline.training_log`: the loss and its named
+terms, learning rate, tokens/s); :func:`publish_trained` then writes the model.
 What is learnt is the caller's ``loss_fn`` (:func:`causal_lm_loss` for the reinforced model;
 hard-label cross-entropy, soft-label KL or retain terms for the fine-tune), and what is fed is
 the caller's ``batches_fn`` (usually a :class:`BlockBatches`).
@@ -18,20 +20,18 @@ Several GPUs: ``accelerate launch --num_processes N -m pipeline.reinforce`` star
 :func:`train` sees ``WORLD_SIZE > 1`` and then uses :class:`accelerate.Accelerator` (DDP): each
 process takes every N-th block of each optimiser batch, gradients are summed across processes
 and divided by the global token count, and only the main process writes checkpoints, the log
-and the model. ``batch_size`` must then be a multiple of ``N * micro_batch_size``. A single
+and (:func:`publish_trained`) the model. ``batch_size`` must then be a multiple of ``N * micro_batch_size``. A single
 process (``python -m ...``) needs neither accelerate's config nor its launcher.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -45,13 +45,19 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.models import pick_device
+from pipeline.checkpoints import (
+    list_checkpoints, load_latest, remove_stale_temporaries, rng_state, set_rng_state, write_checkpoint,
+)
+from pipeline.models import pick_device, publish_model, read_provenance
+from pipeline.paths import BASELINE
+from pipeline.training_log import TrainingLog
 
 Batch = dict[str, torch.Tensor]
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, int]]
+LossFn = Callable[[torch.nn.Module, Batch], tuple]
+"""``(loss_sum, n_tokens)`` or ``(loss_sum, n_tokens, {term name: float})``, see :func:`train`."""
 
-LOG_COLUMNS = ("step", "epoch", "loss", "learning_rate", "tokens", "tokens_per_s")
-CHECKPOINT_PATTERN = "step-{:08d}.pt"
+LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "tokens", "tokens_per_s")
+"""What every step's log record holds; a loss with named terms adds one field per term after ``loss``."""
 
 # Settings that change how the work is split, not what is computed: a checkpoint written
 # under other values of these still resumes (a smaller micro-batch after running out of memory).
@@ -121,6 +127,20 @@ class TrainResult:
     """``bf16-autocast`` (GPU) or ``fp32`` (CPU)."""
     world_size: int = 1
     is_main_process: bool = True
+
+    def summary(self) -> dict[str, Any]:
+        """What a training stage prints when it ends."""
+        summary = {"steps": self.steps, "final_loss": f"{self.final_loss:.4f}", "tokens_per_s": f"{self.tokens_per_s:.0f}",
+                   "device": self.device, "resumed_from": self.resumed_from}
+        return summary if self.completed else summary | {"completed": False}
+
+    def provenance(self) -> dict[str, Any]:
+        """The run's facts for a model's ``whp_model.json``."""
+        return {
+            "steps": self.steps, "final_loss": self.final_loss, "device": self.device, "world_size": self.world_size,
+            "precision": self.precision, "dtype": "float32", "tokens_per_s": self.tokens_per_s,
+            "train_seconds": self.seconds, "resumed_from_step": self.resumed_from,
+        }
 
 
 class BatchesFn(Protocol):
@@ -292,9 +312,6 @@ class _Processes:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.prepare_model(model) if self.accelerator else model
 
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(model) if self.accelerator else model
-
     def no_sync(self, model: torch.nn.Module, sync: bool):
         if self.accelerator is None or sync:
             return contextlib.nullcontext()
@@ -306,84 +323,6 @@ class _Processes:
     def barrier(self) -> None:
         if self.accelerator:
             self.accelerator.wait_for_everyone()
-
-
-def _rng_state() -> dict[str, Any]:
-    key, pos, has_gauss, cached = np.random.get_state()[1:]
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": [torch.from_numpy(key.astype(np.int64)), pos, has_gauss, cached],
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-    key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state(("MT19937", key.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in folder.glob("step-*.pt") if folder.is_dir() else []:
-        try:
-            found.append((int(path.stem.removeprefix("step-")), path))
-        except ValueError:
-            continue
-    return sorted(found)
-
-
-def _write_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> None:
-    """Write through a temporary file and a rename, then drop older checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / CHECKPOINT_PATTERN.format(step)
-    tmp = folder / f".{final.name}.tmp-{os.getpid()}"
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    for older, path in _checkpoints(folder):
-        if older != step:
-            path.unlink(missing_ok=True)
-
-
-class _LossLog:
-    """The CSV loss log, one row per optimiser step.
-
-    The rows also travel in every checkpoint, so a resumed run rewrites the log up to the
-    checkpoint's step from there: rows an interrupted run logged after its last checkpoint
-    (they are redone) disappear, and a log deleted meanwhile (``dvc repro`` removes a stage's
-    outputs before running it) comes back whole.
-    """
-
-    def __init__(self, path: Path | None, rows: list[dict[str, Any]]) -> None:
-        self.path = path
-        self.rows = list(rows)
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.rows.append(record)
-        if self.path is None:
-            return
-        with self.path.open("a", newline="", encoding="utf-8") as handle:
-            csv.DictWriter(handle, fieldnames=LOG_COLUMNS, lineterminator="\n").writerow(record)
 
 
 def _resume_identity(settings: TrainSettings, batches_fn: BatchesFn, resume_key: str | None) -> dict[str, Any]:
@@ -412,32 +351,34 @@ def train(
     *,
     loss_fn: LossFn = causal_lm_loss,
     settings: TrainSettings,
-    output_dir: Path | str | None,
     checkpoint_dir: Path | str,
     device: torch.device | str | None = None,
-    log_path: Path | str | None = None,
+    log_dir: Path | str | None = None,
     resume_key: str | None = None,
     max_steps_this_run: int | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place; resume from ``checkpoint_dir`` if it holds a checkpoint of the
-    same run.
+    same run. The caller saves the trained ``model`` (:func:`publish_trained`).
 
     Args:
         model: a causal LM with float32 weights (autocast supplies bf16 on a GPU).
         batches_fn: examples to train on (:class:`BatchesFn`, e.g. :class:`BlockBatches`).
         loss_fn: ``loss_fn(model, micro_batch) -> (loss_sum, n_tokens)``; the step's loss is
             the sum over its micro-batches (and processes) divided by their total token count.
+            It may return a third element, named terms of the loss (``{"forget_loss": x}``:
+            floats summed over the same positions, no gradient), logged per step the same way.
         settings: optimiser, schedule, batch sizes, checkpoint interval, seed.
-        output_dir: where the finished model is saved (``save_pretrained``; an existing folder
-            is replaced); None: not saved.
         checkpoint_dir: checkpoints (``step-XXXXXXXX.pt``: weights, optimiser, scheduler, step,
-            RNG states, data position); only the latest is kept. A checkpoint of another run
-            (other settings, data or ``resume_key``) is discarded, not resumed.
+            RNG states, data position; :mod:`pipeline.checkpoints`); the two latest are kept.
+            Temporary files of a write that was killed are removed first; an unreadable latest
+            checkpoint is skipped (with a warning) for the one before. A checkpoint of another
+            run (other settings, data or ``resume_key``) is discarded, not resumed.
         device: where to train (default: GPU if present); ignored under ``accelerate launch``.
-        log_path: the CSV loss log (columns :data:`LOG_COLUMNS`), rewritten on a fresh start,
-            continued after the checkpoint's step on resume.
+        log_dir: the DVCLive folder of the per-step log (:data:`LOG_FIELDS` and the loss's
+            terms; :class:`pipeline.training_log.TrainingLog`), rewritten on a fresh start and
+            on resume up to the checkpoint's step, then continued; main process only.
         resume_key: extra identity of the run, e.g. a hash of the starting weights.
         max_steps_this_run: stop (with a checkpoint) after this many optimiser steps.
         on_step: called with each step's log record after it is logged and checkpointed.
@@ -469,30 +410,34 @@ def train(
     )
     identity = _resume_identity(settings, batches_fn, resume_key)
     start, last_loss, logged = 0, None, []
-    found = _checkpoints(checkpoint_dir)
-    if found:
-        state = torch.load(found[-1][1], map_location="cpu", weights_only=True)
+    if processes.is_main:
+        for stale in remove_stale_temporaries(checkpoint_dir):
+            tqdm.write(f"train: removed {stale} (a checkpoint write that never finished)", file=sys.stderr)
+    processes.barrier()  # no process may list the folder while the main one is clearing it
+    latest = load_latest(checkpoint_dir, remove_unreadable=processes.is_main)
+    processes.barrier()
+    if latest is not None:
+        state, path = latest
         if state["identity"] == json.loads(json.dumps(identity)):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             start, last_loss, logged = state["step"], state["last_loss"], state["log"]
             if state["examples_seen"] != start * settings.batch_size:
-                raise ValueError(f"{found[-1][1]}: data position does not match its step")
+                raise ValueError(f"{path}: data position does not match its step")
             if processes.is_main:
-                tqdm.write(f"train: resuming from {found[-1][1]} (step {start} of {total_steps})", file=sys.stderr)
+                tqdm.write(f"train: resuming from {path} (step {start} of {total_steps})", file=sys.stderr)
         else:
             if processes.is_main:
-                tqdm.write(f"train: discarding {found[-1][1]} (written by a run with other settings or data)",
-                           file=sys.stderr)
-                for _, path in found:
-                    path.unlink(missing_ok=True)
+                tqdm.write(f"train: discarding {path} (written by a run with other settings or data)", file=sys.stderr)
+                for _, older in list_checkpoints(checkpoint_dir):
+                    older.unlink(missing_ok=True)
             processes.barrier()
-        del state  # the checkpoint's copy of the weights: do not hold it through training
+        del state, latest  # the checkpoint's copy of the weights: do not hold it through training
     if start == 0:
         torch.manual_seed(settings.seed)
-    log = _LossLog(Path(log_path) if log_path and processes.is_main else None, logged)
+    log = TrainingLog(Path(log_dir) if log_dir and processes.is_main else None, logged)
     stop = total_steps if max_steps_this_run is None else min(total_steps, start + max_steps_this_run)
 
     trained = processes.wrap(model)
@@ -510,14 +455,19 @@ def train(
             chunks = [mine[i:i + settings.micro_batch_size] for i in range(0, per_process, settings.micro_batch_size)]
             optimizer.zero_grad(set_to_none=True)
             totals = torch.zeros(3, dtype=torch.float64)  # loss sum, loss tokens, input tokens
+            term_sums: dict[str, float] = {}
             for k, chunk in enumerate(chunks):
                 batch = {name: t.to(device, non_blocking=True) for name, t in batches_fn(chunk).items()}
                 with processes.no_sync(trained, sync=k == len(chunks) - 1), autocast():
-                    loss_sum, n_tokens = loss_fn(trained, batch)
+                    loss_sum, n_tokens, *terms = loss_fn(trained, batch)
                 loss_sum.float().backward()
                 totals += torch.tensor([loss_sum.item(), n_tokens, int(batch["attention_mask"].sum())], dtype=torch.float64)
+                for name, value in (terms[0] if terms else {}).items():
+                    term_sums[name] = term_sums.get(name, 0.0) + float(value)
+            names = sorted(term_sums)
+            totals = torch.cat([totals, torch.tensor([term_sums[n] for n in names], dtype=torch.float64)])
             totals = processes.sum(totals.to(device)).cpu()
-            loss_sum_all, tokens_all, inputs_all = totals.tolist()
+            loss_sum_all, tokens_all, inputs_all, *term_totals = totals.tolist()
             # The gradient so far is of the *sum* (DDP: its mean over processes): rescale it to the
             # mean over every token of the optimiser batch.
             scale = processes.world_size / max(tokens_all, 1.0)
@@ -536,6 +486,7 @@ def train(
                 "step": step + 1,
                 "epoch": round((step + 1) * settings.batch_size / n_examples, 6),
                 "loss": last_loss,
+                **{name: total / max(tokens_all, 1.0) for name, total in zip(names, term_totals)},
                 "learning_rate": learning_rate,
                 "tokens": int(inputs_all),
                 "tokens_per_s": round(inputs_all / seconds, 1) if seconds > 0 else 0.0,
@@ -546,7 +497,7 @@ def train(
             done = step + 1
             if done % settings.checkpoint_every == 0 or done in (stop, total_steps):
                 if processes.is_main:
-                    _write_checkpoint(checkpoint_dir, done, {
+                    write_checkpoint(checkpoint_dir, done, {
                         "identity": identity,
                         "step": done,
                         "examples_seen": done * settings.batch_size,
@@ -554,7 +505,7 @@ def train(
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
-                        "rng": _rng_state(),
+                        "rng": rng_state(),
                         "log": log.rows,
                     })
                 processes.barrier()
@@ -562,12 +513,9 @@ def train(
                 on_step(record)
     finally:
         bar.close()
+        log.close()
     model.eval()
     completed = stop == total_steps
-    if completed and output_dir is not None and processes.is_main:
-        # Replaced, not merged into: files of an earlier, killed save must not survive.
-        shutil.rmtree(output_dir, ignore_errors=True)
-        processes.unwrap(trained).save_pretrained(Path(output_dir))
     processes.barrier()
     return TrainResult(
         steps=stop, total_steps=total_steps, completed=completed, resumed_from=start, final_loss=last_loss,
@@ -576,3 +524,38 @@ def train(
         device=str(device), precision=precision, world_size=processes.world_size,
         is_main_process=processes.is_main,
     )
+
+
+def publish_trained(
+    model: torch.nn.Module,
+    result: TrainResult,
+    *,
+    target: Path,
+    baseline: Path,
+    base_weights: str,
+    facts: dict[str, Any],
+    checkpoint_dir: Path,
+    card: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any] | None:
+    """After :func:`train`: publish a completed run's model, then remove its checkpoints.
+
+    Only the main process of a completed run writes (:func:`pipeline.models.publish_model`):
+    the weights, the baseline's tokenizer files, and ``whp_model.json`` = the baseline's
+    identity, the stage's ``facts`` and the run's figures (:meth:`TrainResult.provenance`);
+    ``card(provenance)``, if given, becomes the folder's ``README.md``. The checkpoints go only
+    once the model is in place: a crash before leaves them for the next run to resume.
+
+    Returns:
+        The provenance written, or None when nothing was (another process, or an unfinished run).
+    """
+    if not (result.completed and result.is_main_process):
+        return None
+    provenance = {
+        "base_model": BASELINE.as_posix(),
+        "base_source": read_provenance(baseline).get("source"),
+        "base_weights_sha256": base_weights,
+    } | facts | result.provenance()
+    files = {"README.md": card(provenance)} if card is not None else None
+    publish_model(target, model=model, tokenizer=baseline, provenance=provenance, files=files)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return provenance

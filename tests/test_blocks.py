@@ -1,18 +1,25 @@
-"""Stage `blocks`: whole-document tokenization, blocks, translation and alignment on a small book."""
+"""Stage `blocks`: whole-document tokenization, the choice of training blocks, translation and
+alignment, on a small book and on hand-made documents and dictionaries."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
 from pipeline.core.alignment import DROPPED
 from pipeline.core.anchor_match import AnchorMatcher
+from pipeline.errors import DatasetValidationError
 from pipeline.models import load_tokenizer
-from pipeline.params import load_params
-from pipeline.store import read_dataset, read_manifest
+from pipeline.params import load_params, parse_params
+from pipeline.sql import connect, run_query
+from pipeline.store import read_dataset, read_manifest, write_dataset
+from schemas.anchors import DICTIONARY
+from schemas.corpus import DOCUMENTS
 from tests.conftest import REPO, SMALL_FORGET, SMALL_RETAIN
 
 
@@ -73,9 +80,118 @@ def test_worlds_are_seeded_per_block_and_recorded(built: Path):
     assert read_manifest("blocks", built)["params"]["dictionary_sha256"] == read_manifest("dictionary", built)["content_sha256"]
 
 
-def test_max_blocks_keeps_the_first_blocks(built: Path, tmp_path: Path):
+def test_select_first_keeps_the_first_blocks_exactly(built: Path, tmp_path: Path):
     shutil.copytree(built, tmp_path / "p")
-    text = (tmp_path / "p" / "params.yaml").read_text().replace("min_block_tokens: 16", "min_block_tokens: 16\n  max_blocks: 2")
+    text = (tmp_path / "p" / "params.yaml").read_text().replace(
+        "min_block_tokens: 16", "min_block_tokens: 16\n  max_blocks: 2\n  select: first")
     (tmp_path / "p" / "params.yaml").write_text(text)
     blocks.run(load_params(tmp_path / "p" / "params.yaml"), root=tmp_path / "p")
-    assert read_dataset("blocks", tmp_path / "p")["block_id"].tolist() == read_dataset("blocks", built)["block_id"].tolist()[:2]
+    capped, every = read_dataset("blocks", tmp_path / "p"), read_dataset("blocks", built)
+    assert capped["block_id"].tolist() == every["block_id"].tolist()[:2]
+    # A block is built the same whatever else is chosen (its world is seeded by its id).
+    pd.testing.assert_frame_equal(capped, every.iloc[:2])
+    candidates = read_dataset("block_candidates", tmp_path / "p")
+    assert candidates["block_id"].tolist() == every["block_id"].tolist()  # every block stays identifiable
+    assert candidates["selected"].tolist() == [True, True] + [False] * (len(every) - 2)
+    assert candidates["rank"].tolist()[:3] == [1, 2, 0]
+
+
+# --- the choice of training blocks, on hand-made documents and dictionaries -------------------
+
+FILLER = "The weather was mild and the road was long. " * 12
+STORY_A = FILLER + "\n\n" + "Brackwell met Quillby at the Lantern. Quillby laughed; Brackwell did not. " * 2
+STORY_B = "Fenwick wrote a letter. " * 3 + "\n\n" + FILLER
+
+
+def _choice_project(root: Path, tiny_model_dir: Path, *, anchors: list[tuple[str, int, float | None]]) -> Path:
+    """documents (two forget stories, one retain), a dictionary with ``anchors`` (anchor,
+    forget_count, score), and the baseline: what the blocks stage reads."""
+    shutil.copytree(tiny_model_dir, root / "models" / "baseline")
+    texts = {"forget:a.txt": STORY_A, "forget:b.txt": STORY_B, "retain:c.txt": SMALL_RETAIN}
+    write_dataset(pd.DataFrame([
+        {"doc_id": doc, "corpus": doc.split(":")[0], "source": doc.split(":")[1], "record": 0, "text": text,
+         "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+        for doc, text in texts.items()
+    ]), DOCUMENTS, stage="ingest", root=root)
+    write_dataset(pd.DataFrame([
+        {"anchor": anchor, "kind": "person", "translations": [f"Person{i}a", f"Person{i}b"], "variants": [anchor],
+         "rank": i + 1, "score": score, "forget_count": count, "status": "proposed", "proposed_by": ["log_odds"],
+         "proposer": "offline", "review": []}
+        for i, (anchor, count, score) in enumerate(anchors)
+    ], columns=list(DICTIONARY.model.to_schema().columns)), DICTIONARY, stage="dictionary", root=root)
+    return root
+
+
+def _block_params(**blocks_section):
+    return parse_params({"corpus": {"forget": ["unused.txt"]},
+                         "blocks": {"block_size": 24, "min_block_tokens": 4} | blocks_section})
+
+
+ANCHORS = [("Brackwell", 4, 3.0), ("Quillby", 4, 2.0), ("Fenwick", 3, None), ("Moriarty", 9, 5.0)]
+
+
+@pytest.fixture()
+def choice(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    return _choice_project(tmp_path, tiny_model_dir, anchors=ANCHORS)
+
+
+def _anchors_of(frame: pd.DataFrame) -> set[str]:
+    return {a for anchors in frame["anchors"] for a in anchors}
+
+
+def test_anchors_selection_takes_the_blocks_that_hold_the_anchors(choice: Path):
+    summary = blocks.run(_block_params(max_blocks=2, select="anchors"), root=choice)
+    candidates = read_dataset("block_candidates", choice)
+    chosen = read_dataset("blocks", choice)
+    holding = candidates[candidates["anchors"].map(len) > 0]
+    # The anchors sit at the end of story a and the start of story b, never in the first blocks.
+    assert not set(holding["block_id"]) & {"forget:a.txt@0", "forget:a.txt@1"}
+    assert _anchors_of(chosen) == {"Brackwell", "Quillby", "Fenwick"} == _anchors_of(holding)
+    assert set(chosen["doc_id"]) == {"forget:a.txt", "forget:b.txt"}
+    # `blocks` holds exactly the selected candidates, in block order; the rest stay listed.
+    assert chosen["block_id"].tolist() == candidates[candidates["selected"]]["block_id"].tolist()
+    assert sorted(candidates["rank"][candidates["selected"]]) == [1, 2]
+    assert candidates["gain"][candidates["selected"]].gt(0).all() and candidates["gain"][~candidates["selected"]].isna().all()
+
+    selection = read_manifest("blocks", choice)["params"]["selection"]
+    assert selection == read_manifest("block_candidates", choice)["params"]["selection"]
+    assert (selection["method"], selection["requested"], selection["selected"]) == ("anchors", 2, 2)
+    assert selection["candidates"] == len(candidates) > 2 and "note" not in selection
+    # Moriarty is in the dictionary but in no block: 3 of 4 anchors, all the reachable weight.
+    assert (selection["anchors"], selection["anchors_in_candidates"], selection["anchors_covered"]) == (4, 3, 3)
+    assert selection["anchor_weight_share_reachable"] == 1.0 > selection["anchor_weight_share"] > 0.5
+    assert (selection["documents"], selection["documents_covered"]) == (2, 2)
+    assert summary["anchors_covered"] == 3
+
+    first = blocks.run(_block_params(max_blocks=2, select="first"), root=choice)
+    assert read_dataset("blocks", choice)["block_id"].tolist() == ["forget:a.txt@0", "forget:a.txt@1"]
+    assert first["anchors_covered"] == 0
+
+
+def test_the_sql_in_the_docs_lists_the_anchors_no_selected_block_covers(choice: Path):
+    blocks.run(_block_params(max_blocks=1, select="anchors"), root=choice)
+    sql = ("select anchor from dictionary where anchor not in "
+           "(select unnest(anchors) from block_candidates where selected) order by anchor")
+    _, rows = run_query(connect(choice), sql)
+    covered = _anchors_of(read_dataset("blocks", choice))
+    assert [r[0] for r in rows] == sorted({a for a, *_ in ANCHORS} - covered)
+    assert "Moriarty" in [r[0] for r in rows] and covered
+
+
+def test_more_blocks_than_exist_gives_all_of_them_and_says_so(choice: Path):
+    blocks.run(_block_params(max_blocks=500, select="anchors"), root=choice)
+    candidates = read_dataset("block_candidates", choice)
+    assert candidates["selected"].all() and len(read_dataset("blocks", choice)) == len(candidates)
+    selection = read_manifest("blocks", choice)["params"]["selection"]
+    assert selection["selected"] == selection["candidates"] == len(candidates)
+    assert f"asks for 500 blocks but the forget corpus has {len(candidates)}" in selection["note"]
+
+
+def test_an_empty_dictionary_is_a_clear_error_for_anchors_only(tmp_path: Path, tiny_model_dir: Path):
+    root = _choice_project(tmp_path, tiny_model_dir, anchors=[])
+    with pytest.raises(DatasetValidationError, match=r"'dictionary'.*no anchors.*blocks.select: first or spread"):
+        blocks.run(_block_params(max_blocks=2, select="anchors"), root=root)
+    assert not (root / "data" / "blocks").exists()
+    summary = blocks.run(_block_params(max_blocks=3, select="spread"), root=root)
+    assert summary["blocks"] == 3 and summary["anchors_covered"] == 0
+    assert set(read_dataset("blocks", root)["doc_id"]) == {"forget:a.txt", "forget:b.txt"}

@@ -13,7 +13,7 @@ import pytest
 from pipeline import dataset
 from pipeline.review.decisions import DecisionsError, apply_decisions, load_decisions
 from pipeline.params import parse_params
-from pipeline.store import read_dataset, read_manifest
+from pipeline.store import manifest_path, read_dataset, read_manifest
 from schemas.dataset import IGNORE
 from tests.conftest import BLOCK_A as A, BLOCK_B as B, BLOCK_TARGETS as TARGETS, TINY_TEXT, train_tiny_tokenizer
 from tests.conftest import write_block_inputs as write_inputs
@@ -148,3 +148,21 @@ def test_the_card_counts_trained_positions_without_small_integer_overflow():
         "dictionary_sha256": ["0" * 64], "corrections_sha256": ["0" * 64],
     })
     assert "| trained positions | 300 (100.0%) |" in dataset.card(frame, {"inputs": {"blocks": "f" * 64}})
+
+
+def test_the_card_and_manifest_carry_what_the_block_selection_covers(tmp_path):
+    write_inputs(tmp_path)
+    train_tiny_tokenizer(tmp_path / "models" / "baseline", TINY_TEXT * 5)
+    selection = {"method": "anchors", "requested": 50, "candidates": 40, "selected": 40, "anchors": 12,
+                 "anchors_in_candidates": 10, "anchors_covered": 9, "anchor_weight_share": 0.8125,
+                 "anchor_weight_share_reachable": 0.9, "anchor_occurrences": 70, "anchor_occurrences_covered": 70,
+                 "documents": 3, "documents_covered": 3, "note": "blocks.max_blocks asks for 50 blocks but ..."}
+    manifest = json.loads(manifest_path("blocks", tmp_path).read_text())
+    manifest["params"]["selection"] = selection  # what the blocks stage records
+    manifest_path("blocks", tmp_path).write_text(json.dumps(manifest))
+    dataset.run(parse_params({"corpus": {"forget": ["corpora/forget"]}, "dataset": {"alpha": 5.0}}), root=tmp_path)
+    assert read_manifest("dataset", tmp_path)["params"]["block_selection"] == selection
+    card = (tmp_path / dataset.CARD).read_text()
+    assert "| training blocks chosen by | `anchors`: 40 of 40 candidate blocks (blocks.max_blocks: 50) |" in card
+    assert "| anchors covered | 9 of 12 (81.2% of the anchor weight) |" in card
+    assert "| documents covered | 3 of 3 |" in card and "| note | blocks.max_blocks asks for 50 blocks but ... |" in card

@@ -39,8 +39,24 @@ def test_repro_builds_every_output_then_is_a_no_op(small_project: Path):
     assert manifest["params"]["ingest"]["max_passage_chars"] == 400
     assert manifest["code_revision"] == run(["git", "rev-parse", "HEAD"], small_project).stdout.strip()
 
+    # Training blocks chosen from every candidate; the choice recorded with its coverage.
+    candidates = read_dataset("block_candidates", small_project)
+    chosen = read_dataset("blocks", small_project)
+    assert chosen["block_id"].tolist() == candidates[candidates["selected"]]["block_id"].tolist()
+    assert read_manifest("blocks", small_project)["params"]["selection"]["method"] == "anchors"
+
+    # `dvc plots` reads the training stages' DVCLive files: the fine-tune's terms apart.
+    plots = json.loads(run([*DVC, "plots", "show", "--json"], small_project).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    sources = {source for definitions in plots["data"].values() for d in definitions
+               for source in d.get("props", {}).get("y", {}) if isinstance(d, dict)} | set(plots["data"])
+    for metric in ("loss", "forget_loss", "retain_loss", "learning_rate", "tokens_per_s"):
+        assert any(f"plots/dvclive/finetune/plots/metrics/{metric}.tsv" in s for s in sources), (metric, sources)
+    assert any("plots/dvclive/reinforce/plots/metrics/loss.tsv" in s for s in sources)
+
     second = run([*DVC, "repro"], small_project)
     assert not _stage_ran(second.stdout, "ingest") and not _stage_ran(second.stdout, "baseline_model")
+    assert not _stage_ran(second.stdout, "reinforce") and not _stage_ran(second.stdout, "finetune")
     assert "up to date" in second.stdout
 
 

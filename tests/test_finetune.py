@@ -3,7 +3,6 @@ model card, resume, and the retain term."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import subprocess
@@ -14,10 +13,12 @@ import pytest
 import torch
 
 from pipeline import finetune, training
+from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer
 from pipeline.params import parse_params
 from pipeline.store import dataset_dir, read_manifest, write_dataset
+from pipeline.training_log import read_training_log
 from pipeline.versions import DatasetIntegrityError, VersionNotFoundError
 from schemas.dataset import IGNORE, TRAINING
 from schemas.retain import RETAIN_BLOCKS
@@ -85,9 +86,8 @@ def _max_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def _log_without_speed(root: Path) -> list[dict[str, str]]:
-    with (root / finetune.LOSS_LOG).open(newline="", encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in csv.DictReader(handle)]
+def _log_without_speed(root: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in read_training_log(root / finetune.TRAINING_LOG)]
 
 
 def test_a_run_writes_a_loadable_model_with_its_card(tmp_path: Path, tiny_model_dir: Path):
@@ -115,9 +115,12 @@ def test_a_run_writes_a_loadable_model_with_its_card(tmp_path: Path, tiny_model_
     assert provenance["trained_positions"] == sum(map(sum, _training_frame()["loss_mask"]))
     assert provenance["final_loss"] == pytest.approx(float(summary["final_loss"]), abs=1e-4)
 
-    with (root / finetune.LOSS_LOG).open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(training.LOG_COLUMNS) and [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    rows = read_training_log(root / finetune.TRAINING_LOG)
+    assert set(rows[0]) == set(training.LOG_FIELDS) | {"forget_loss", "retain_loss"}
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:  # weight 1.0: the logged loss is the sum of the two logged terms
+        assert row["loss"] == pytest.approx(row["forget_loss"] + row["retain_loss"], rel=1e-6)
+        assert row["retain_loss"] > 0 and row["forget_loss"] > 0
     assert not (root / finetune.CHECKPOINTS).exists()
     assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "unlearned"]
 
@@ -139,7 +142,7 @@ def test_a_tampered_dataset_fails_the_hash_check(tmp_path: Path, tiny_model_dir:
     shutil.copyfile(next(dataset_dir("dataset", tmp_path / "other").glob("part-*.parquet")), part)
     with pytest.raises(DatasetIntegrityError, match="manifest says"):
         finetune.run(_params(), root=root)
-    assert not (root / "models" / "unlearned").exists() and not (root / finetune.LOSS_LOG).exists()
+    assert not (root / "models" / "unlearned").exists() and not (root / finetune.TRAINING_LOG).exists()
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, tiny_model_dir: Path):
@@ -173,6 +176,11 @@ def test_the_retain_term_changes_the_result(tmp_path: Path, tiny_model_dir: Path
         root = _project(tmp_path / name, tiny_model_dir)
         finetune.run(_params(retain), root=root)
         results[name] = _weights(root / "models" / "unlearned")
+        for row in read_training_log(root / finetune.TRAINING_LOG):  # each term logged apart
+            if name == "off":
+                assert "retain_loss" not in row and row["forget_loss"] == pytest.approx(row["loss"], rel=1e-6)
+            else:
+                assert row["loss"] == pytest.approx(row["forget_loss"] + 5.0 * row["retain_loss"], rel=1e-6)
     assert _max_gap(results["off"], results["kl"]) > 1e-4
     assert _max_gap(results["off"], results["lm"]) > 1e-4
     assert _max_gap(results["kl"], results["lm"]) > 1e-4
@@ -192,7 +200,7 @@ def test_kind_none_needs_no_retain_blocks_and_kl_needs_train_blocks(tmp_path: Pa
 def test_retain_pairing_is_spread_and_fixed_by_index():
     assert [finetune.retain_partner(i, n_forget=4, n_retain=2) for i in range(4)] == [0, 0, 1, 1]
     assert [finetune.retain_partner(i, n_forget=3, n_retain=9) for i in range(3)] == [0, 3, 6]
-    assert finetune.spread(10, 3) == [0, 3, 6] and finetune.spread(3, None) == [0, 1, 2]
+    assert evenly_spaced(10, 3) == [0, 3, 6] and evenly_spaced(3, None) == [0, 1, 2] == evenly_spaced(3, 5)
     forget = training.BlockBatches([[1, 2, 3], [4, 5], [6]])
     paired = finetune.RetainPairedBatches(forget, [[7, 8], [9, 10, 11]])
     batch = paired([2, 0])

@@ -12,7 +12,7 @@ import torch
 from pipeline import baseline_model
 from pipeline.paths import PROVENANCE
 from pipeline.errors import ModelSourceError
-from pipeline.models import load_model, load_tokenizer, resolve_source
+from pipeline.models import load_model, load_tokenizer, publish_model, read_provenance, resolve_source
 from pipeline.params import parse_params
 
 
@@ -97,6 +97,35 @@ def test_a_failed_save_keeps_the_previous_model(tiny_model_dir: Path, tmp_path: 
         baseline_model.run(_params(str(tiny_model_dir)), root=tmp_path)
     assert (output / "model.safetensors").read_bytes() == before
     assert [p.name for p in output.parent.iterdir()] == ["baseline"]  # no temporary folder left
+
+
+def test_publish_model_swaps_in_a_complete_folder_or_nothing(tiny_model_dir: Path, tmp_path: Path):
+    model = load_model(tiny_model_dir, device="cpu")
+    target = tmp_path / "models" / "trained"
+    stale = tmp_path / "models" / ".trained.tmp-killed"  # what a kill -9 mid-save leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+
+    written = publish_model(target, model=model, tokenizer=tiny_model_dir, provenance={"steps": 3},
+                            files={"README.md": "# card\n"}, verify=lambda folder: {"checked": (folder / "config.json").is_file()})
+    assert written == {"steps": 3, "checked": True} == read_provenance(target)
+    # The tokenizer files are the baseline's, byte for byte; the weights load.
+    assert (target / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
+    assert (target / "README.md").read_text() == "# card\n"
+    assert load_model(target, device="cpu").state_dict().keys() == model.state_dict().keys()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["trained"]
+
+    def refuse(folder: Path) -> dict:
+        raise ModelSourceError("logits differ")
+
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    before = (target / "model.safetensors").read_bytes()
+    with pytest.raises(ModelSourceError, match="logits differ"):
+        publish_model(target, model=model, tokenizer=load_tokenizer(tiny_model_dir), provenance={"steps": 4}, verify=refuse)
+    assert (target / "model.safetensors").read_bytes() == before and read_provenance(target)["steps"] == 3
+    assert sorted(p.name for p in target.parent.iterdir()) == ["trained"]
+    assert read_provenance(tmp_path / "nothing") == {}
 
 
 def test_load_model_on_a_missing_folder_says_what_to_run(tmp_path: Path):

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from pipeline import reinforce, training
 from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer
 from pipeline.params import parse_params
 from pipeline.store import write_dataset
+from pipeline.training_log import read_training_log
 from schemas.blocks import BLOCKS
 
 SETTINGS = {"learning_rate": 1e-2, "epochs": 2.0, "batch_size": 2, "micro_batch_size": 1,
@@ -61,9 +65,8 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_model(folder, dtype="float32", device="cpu").state_dict()
 
 
-def _log_without_speed(root: Path) -> list[dict[str, str]]:
-    with (root / "plots" / "reinforce_loss.csv").open(newline="", encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in csv.DictReader(handle)]
+def _log_without_speed(root: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in read_training_log(root / reinforce.TRAINING_LOG)]
 
 
 def test_stage_writes_reinforced_model(tmp_path: Path, tiny_model_dir: Path):
@@ -88,11 +91,11 @@ def test_stage_writes_reinforced_model(tmp_path: Path, tiny_model_dir: Path):
     assert provenance["final_loss"] == pytest.approx(float(summary["final_loss"]), abs=1e-4)
     assert provenance["tokens_per_s"] > 0 and provenance["blocks_content_sha256"]
 
-    with (root / "plots" / "reinforce_loss.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(training.LOG_COLUMNS)
+    rows = read_training_log(root / "plots" / "dvclive" / "reinforce")
+    assert set(rows[0]) == set(training.LOG_FIELDS)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert provenance["training_log"] == "plots/dvclive/reinforce"
     assert not (root / "models" / ".reinforce-checkpoints").exists()
     assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "reinforced"]
 
@@ -115,14 +118,14 @@ def test_crash_leaves_no_model_and_resumes(tmp_path: Path, tiny_model_dir: Path,
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002.pt"]
 
     # dvc repro removes a stage's outputs before it runs: the resumed log must not need them.
-    (root / "plots" / "reinforce_loss.csv").unlink()
+    shutil.rmtree(root / reinforce.TRAINING_LOG)
     monkeypatch.undo()
     summary = reinforce.run(_params(), root=root)
     assert summary["resumed_from"] == 2 and summary["steps"] == 6
     resumed, uninterrupted = _weights(output), _weights(straight / "models" / "reinforced")
     assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in resumed) <= 1e-6
     assert _log_without_speed(root) == _log_without_speed(straight)
-    assert [row["step"] for row in _log_without_speed(root)] == ["1", "2", "3", "4", "5", "6"]
+    assert [row["step"] for row in _log_without_speed(root)] == [1, 2, 3, 4, 5, 6]
 
     # A crash in a later run (other params) keeps the previous complete model.
     before = _sha256(output / "model.safetensors")
@@ -130,7 +133,7 @@ def test_crash_leaves_no_model_and_resumes(tmp_path: Path, tiny_model_dir: Path,
     with pytest.raises(RuntimeError, match="simulated crash"):
         reinforce.run(_params(learning_rate=5e-3), root=root)
     assert _sha256(output / "model.safetensors") == before
-    assert (output / "whp_model.json").is_file() and not (root / "models" / ".reinforced.tmp").exists()
+    assert (output / "whp_model.json").is_file() and not list((root / "models").glob(".reinforced.tmp*"))
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002.pt"]
 
 
@@ -140,3 +143,28 @@ def test_empty_blocks_is_an_error(tmp_path: Path, tiny_model_dir: Path):
     write_dataset(_blocks_frame().iloc[:0], BLOCKS, stage="blocks", root=root)
     with pytest.raises(DatasetValidationError, match="no blocks"):
         reinforce.run(_params(), root=root)
+
+
+@pytest.mark.slow
+def test_two_processes_log_and_publish_once(tmp_path: Path, tiny_model_dir: Path):
+    """Two CPU processes (``torchrun``, gloo; train() then runs through accelerate): only the
+    main one writes the DVCLive log, the checkpoints and the model, and the curve is the
+    single process's (about 30 s)."""
+    single = _project(tmp_path / "single", tiny_model_dir)
+    reinforce.run(_params(), root=single)
+    root = _project(tmp_path / "two", tiny_model_dir)
+    (root / "params.yaml").write_text(yaml.safe_dump({"corpus": {"forget": ["unused.txt"]}, "reinforce": SETTINGS}))
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    provenance = json.loads((root / "models" / "reinforced" / "whp_model.json").read_text())
+    assert provenance["world_size"] == 2 and provenance["steps"] == 6
+    rows = read_training_log(root / reinforce.TRAINING_LOG)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # each step once, not once per process
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in read_training_log(single / reinforce.TRAINING_LOG)],
+                                                      rel=1e-5)
+    assert sorted(p.name for p in (root / reinforce.TRAINING_LOG).iterdir()) == ["metrics.json", "plots"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "reinforced"]

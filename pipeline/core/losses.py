@@ -170,10 +170,20 @@ class UnlearningLoss:
         return self.retain_kind != "none" and self.retain_weight > 0
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return self.with_terms(model, batch)[:2]
+
+    def with_terms(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, int, dict[str, float]]:
+        """``(loss_sum, n_forget_positions, terms)``; ``terms`` (floats, for the training log)
+        are ``forget_loss``, the forget term's sum, and with a retain term ``retain_loss``, its
+        unweighted share ``(retain_sum / retain_n) * forget_n``, so that per step
+        ``loss = forget_loss + retain_weight * retain_loss`` once divided by the positions."""
         ids, attention = batch["input_ids"], batch["attention_mask"]
         if not self.uses_retain:
             logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-            return forget_loss(logits, batch, label_type=self.label_type, soft_weight=self.soft_weight)
+            loss_sum, n = forget_loss(logits, batch, label_type=self.label_type, soft_weight=self.soft_weight)
+            return loss_sum, n, {"forget_loss": loss_sum.item()}
         if "retain_input_ids" not in batch:
             raise ValueError("the retain term is on but the micro-batch has no retain_input_ids")
         retain_ids, retain_attention = batch["retain_input_ids"], batch["retain_attention_mask"]
@@ -196,5 +206,6 @@ class UnlearningLoss:
                 ).logits
             retain_sum, retain_n = kl_to_reference(retain_logits, reference_logits, retain_attention)
         if retain_n == 0 or forget_n == 0:
-            return forget_sum, forget_n
-        return forget_sum + self.retain_weight * (retain_sum / retain_n) * forget_n, forget_n
+            return forget_sum, forget_n, {"forget_loss": forget_sum.item(), "retain_loss": 0.0}
+        loss_sum = forget_sum + self.retain_weight * (retain_sum / retain_n) * forget_n
+        return loss_sum, forget_n, {"forget_loss": forget_sum.item(), "retain_loss": retain_sum.item() / retain_n * forget_n}

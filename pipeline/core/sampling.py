@@ -21,6 +21,14 @@ def unit_hash(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def evenly_spaced(n: int, limit: int | None) -> list[int]:
+    """``min(n, limit)`` evenly spaced indices of ``range(n)``: ``k * n // limit`` (all when
+    ``limit`` is None or at least ``n``)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return [k * n // limit for k in range(limit)]
+
+
 def assign_split(block_id: str, *, heldout_fraction: float, seed: int) -> str:
     """``heldout`` for about ``heldout_fraction`` of block ids, ``train`` for the rest."""
     return "heldout" if unit_hash(seed, f"split:{block_id}") < heldout_fraction else "train"
