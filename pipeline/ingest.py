@@ -1,6 +1,7 @@
 """Stage ``ingest``: forget and retain corpora -> ``documents`` and ``passages``.
 
-Reads every source listed under ``corpus`` in params, normalises each document once
+Reads every source listed under ``corpus`` in params (a source with ``split: contents`` is cut
+into its works, :mod:`pipeline.core.works`), normalises each document once
 (:func:`pipeline.core.text.normalise`) and cuts it into paragraph-level passages whose offsets
 point into the normalised text. Refused records go to ``documents_rejects`` and
 ``passages_rejects``; a file that cannot be read at all stops the stage with an error naming it.
@@ -21,7 +22,8 @@ from pipeline.stage import run_stage
 from pipeline.errors import CorpusError
 from pipeline.params import CorpusSource, IngestParams, Params, section_dict
 from pipeline.store import write_dataset, write_rejects
-from pipeline.core.text import NORMALISATION, Refusal, normalise, passage_spans, read_corpus_file, source_files
+from pipeline.core.text import NORMALISATION, Refusal, SourceRecord, normalise, passage_spans, read_corpus_file, source_files
+from pipeline.core.works import slug, split_works
 from schemas.corpus import DOCUMENTS, PASSAGES
 
 STAGE = "ingest"
@@ -47,6 +49,21 @@ def _doc_key(source_root: Path, path: Path) -> str:
     return path.name if source_root.is_file() else path.relative_to(source_root).as_posix()
 
 
+def split_record(record: SourceRecord, listed: str) -> tuple[list[tuple[str, str, str]], list[Refusal]]:
+    """A whole-file record cut into its works: ``(id suffix, title, raw text)`` per work, and the
+    text that belongs to no work (front matter, titles never found) as refusals."""
+    try:
+        works, missing = split_works(record.text)
+    except ValueError as exc:
+        raise CorpusError(f"{record.path}: split: contents: {exc}; set split: none for this source") from None
+    refused = [Refusal(listed, "table of contents", "title never found as a heading line", title) for title in missing]
+    if works and record.text[:works[0].start].strip():
+        refused.append(Refusal(listed, f"chars 0-{works[0].start}", "front matter before the first work",
+                               record.text[:works[0].start]))
+    parts = [(f"{number:02d}-{slug(w.title)}", w.title, record.text[w.start:w.end]) for number, w in enumerate(works, 1)]
+    return parts, refused
+
+
 def collect_documents(
     corpus: str, sources: Iterable[CorpusSource], settings: IngestParams, *, root: Path = Path(".")
 ) -> tuple[list[dict], list[Refusal]]:
@@ -63,24 +80,30 @@ def collect_documents(
             key = _doc_key(source_root, path)
             for record in records:
                 doc_id = f"{corpus}:{key}" + (f":{record.record}" if record.record else "")
-                if doc_id in first_path:
-                    raise CorpusError(
-                        f"{path}: document id {doc_id!r} is also produced by {first_path[doc_id]}; "
-                        "rename one file or list the folders separately"
+                parts = [("", "", record.text)]
+                if source.split == "contents" and not record.record:
+                    parts, cut = split_record(record, listed)
+                    refused.extend(cut)
+                for suffix, title, raw in parts:
+                    part_id = f"{doc_id}:{suffix}" if suffix else doc_id
+                    if part_id in first_path:
+                        raise CorpusError(
+                            f"{path}: document id {part_id!r} is also produced by {first_path[part_id]}; "
+                            "rename one file or list the folders separately"
+                        )
+                    first_path[part_id] = path
+                    text = normalise(
+                        raw, strip_lines=settings.strip_lines, unwrap_lines=settings.unwrap_lines,
+                        unwrap_min_width=settings.unwrap_min_width,
                     )
-                first_path[doc_id] = path
-                text = normalise(
-                    record.text, strip_lines=settings.strip_lines, unwrap_lines=settings.unwrap_lines,
-                    unwrap_min_width=settings.unwrap_min_width,
-                )
-                if not text:
-                    refused.append(Refusal(listed, f"line {record.record}" if record.record else "file",
-                                           "no text left after normalisation", record.text))
-                    continue
-                rows.append({
-                    "doc_id": doc_id, "corpus": corpus, "source": listed, "record": record.record,
-                    "text": text, "n_chars": len(text), "sha256": _sha256(text),
-                })
+                    if not text:
+                        refused.append(Refusal(listed, f"line {record.record}" if record.record else (title or "file"),
+                                               "no text left after normalisation", raw))
+                        continue
+                    rows.append({
+                        "doc_id": part_id, "corpus": corpus, "source": listed, "record": record.record,
+                        "title": title, "text": text, "n_chars": len(text), "sha256": _sha256(text),
+                    })
     return rows, refused
 
 

@@ -29,11 +29,14 @@ class CorpusSource(_Section):
 
     ``format: auto`` picks by extension: ``.txt`` text, ``.md``/``.markdown`` Markdown,
     ``.jsonl`` JSON Lines (one document per line, text in ``text_field``).
+    ``split: contents`` cuts each text or Markdown file into its works by the file's own table of
+    contents (an omnibus edition: one document per story); ``none`` keeps each file whole.
     """
 
     path: str = Field(min_length=1)
     format: Literal["auto", "text", "markdown", "jsonl"] = "auto"
     text_field: str = Field(default="text", min_length=1)
+    split: Literal["none", "contents"] = "none"
 
 
 def _coerce_sources(value: Any) -> Any:

@@ -19,10 +19,14 @@ def _sha256_matches(frame: pd.DataFrame) -> pd.Series:
 
 
 class DocumentSchema(pa.DataFrameModel):
-    doc_id: Series[str] = pa.Field(unique=True, description="'<corpus>:<relative path>[:<jsonl line>]'")
+    doc_id: Series[str] = pa.Field(
+        unique=True, description="'<corpus>:<relative path>[:<jsonl line>]', or '<corpus>:<path>:<nn>-<title>' for "
+        "the nn-th work of a file split by its table of contents")
     corpus: Series[str] = pa.Field(isin=["forget", "retain"])
     source: Series[str] = pa.Field(description="path of the file, as listed in params")
     record: Series[int] = pa.Field(ge=0, description="JSONL line number (1-based); 0 for whole files")
+    title: Series[str] = pa.Field(description="the work's title from its file's table of contents; '' when the file "
+                                  "is one document")
     text: Series[str] = pa.Field(str_length={"min_value": 1}, description="normalised text")
     n_chars: Series[int] = pa.Field(ge=1)
     sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
@@ -63,5 +67,5 @@ class PassageSchema(pa.DataFrameModel):
         return _sha256_matches(frame)
 
 
-DOCUMENTS = Contract("documents", DocumentSchema, 1, "one row per corpus document, normalised text")
+DOCUMENTS = Contract("documents", DocumentSchema, 2, "one row per corpus document, normalised text")
 PASSAGES = Contract("passages", PassageSchema, 1, "paragraph-level passages with offsets into documents")

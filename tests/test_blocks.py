@@ -109,7 +109,7 @@ def _choice_project(root: Path, tiny_model_dir: Path, *, anchors: list[tuple[str
     shutil.copytree(tiny_model_dir, root / "models" / "baseline")
     texts = {"forget:a.txt": STORY_A, "forget:b.txt": STORY_B, "retain:c.txt": SMALL_RETAIN}
     write_dataset(pd.DataFrame([
-        {"doc_id": doc, "corpus": doc.split(":")[0], "source": doc.split(":")[1], "record": 0, "text": text,
+        {"doc_id": doc, "corpus": doc.split(":")[0], "source": doc.split(":")[1], "record": 0, "title": "", "text": text,
          "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}
         for doc, text in texts.items()
     ]), DOCUMENTS, stage="ingest", root=root)

@@ -308,3 +308,55 @@ def test_same_corpora_in_two_locations_give_identical_datasets(tmp_path):
         build_corpora(root)
         run(make_params(), root=root)
     assert part_bytes(one) == part_bytes(two)
+
+
+# --- an omnibus file split into its works -------------------------------------------------------
+
+OMNIBUS = """THE COLLECTED TALES
+
+Table of contents
+
+   The Grey Lantern
+   The Brass Key
+   The Lost Chapter
+
+
+
+THE GREY LANTERN
+
+Inspector Brackwell came to Fenwick Street that evening.
+
+THE BRASS KEY
+
+Contents of the drawer: one brass key.
+"""
+
+
+def test_split_contents_makes_one_document_per_work_and_keeps_the_rest_as_rejects(tmp_path):
+    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "tales.txt").write_text(OMNIBUS, encoding="utf-8")
+    params = parse_params({"corpus": {"forget": [{"path": "corpora/tales.txt", "split": "contents"}]}})
+    summary = run(params, root=tmp_path)
+    documents = read_dataset("documents", tmp_path)
+    assert documents["doc_id"].tolist() == ["forget:tales.txt:01-the-grey-lantern", "forget:tales.txt:02-the-brass-key"]
+    assert documents["title"].tolist() == ["The Grey Lantern", "The Brass Key"]
+    assert documents["text"].iloc[1] == "THE BRASS KEY\n\nContents of the drawer: one brass key."
+    rejects = read_dataset("documents_rejects", tmp_path).set_index("reason")
+    assert rejects.loc["title never found as a heading line", "record"] == "The Lost Chapter"
+    assert rejects.loc["front matter before the first work", "record"].startswith("THE COLLECTED TALES")
+    assert summary["documents"] == 2
+    passages = read_dataset("passages", tmp_path)
+    assert set(passages["doc_id"]) == set(documents["doc_id"])
+
+
+def test_split_contents_on_a_file_without_contents_names_the_file_and_the_fix(tmp_path):
+    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "plain.txt").write_text("A story.\n\nNo contents here.\n", encoding="utf-8")
+    params = parse_params({"corpus": {"forget": [{"path": "corpora/plain.txt", "split": "contents"}]}})
+    with pytest.raises(CorpusError, match=r"plain\.txt: split: contents: no table of contents.*split: none"):
+        run(params, root=tmp_path)
+
+
+def test_an_unsplit_file_has_an_empty_title(ingested):
+    _, _, frames = ingested
+    assert set(frames["documents"]["title"]) == {""}

@@ -40,7 +40,7 @@ def project(tmp_path_factory, tiny_model_dir: Path) -> Path:
     root = tmp_path_factory.mktemp("retain")
     shutil.copytree(tiny_model_dir, root / "models" / "baseline")
     rows = [{"doc_id": doc_id, "corpus": doc_id.split(":")[0], "source": doc_id.split(":")[1], "record": 0,
-             "text": text, "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+             "title": "", "text": text, "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest()}
             for doc_id, text in BOOKS.items()]
     write_dataset(pd.DataFrame(rows), DOCUMENTS, stage="ingest", root=root)
     return root
