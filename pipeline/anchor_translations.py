@@ -18,7 +18,8 @@ import pandas as pd
 from pipeline.stage import run_stage
 from pipeline.params import Params, section_dict
 from pipeline.store import read_dataset, write_dataset, write_rejects
-from pipeline.core.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, make_proposer, word_keys
+from pipeline.core.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, word_keys
+from pipeline.proposers import make_proposer
 from schemas.anchors import ANCHOR_TRANSLATIONS
 
 STAGE = "anchor_translations"

@@ -28,7 +28,8 @@ from pipeline.models import load_tokenizer
 from pipeline.paths import BASELINE
 from pipeline.params import Params, section_dict
 from pipeline.store import atomic_write_text, read_dataset, write_dataset, write_rejects
-from pipeline.core.translation import AnchorRequest, forbidden_vocabulary, make_proposer, propose_translations
+from pipeline.core.translation import AnchorRequest, forbidden_vocabulary, propose_translations
+from pipeline.proposers import make_proposer
 from schemas.anchors import DICTIONARY
 
 STAGE = "dictionary"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -134,8 +139,6 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "labels", root / "labels")
-    (root / "tests" / "data").mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "data" / "sherlock_gold_anchors.csv", root / "tests" / "data")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     (root / "corpora" / "forget").mkdir(parents=True)
     (root / "corpora" / "retain").mkdir(parents=True)
@@ -165,3 +168,44 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-q", "-m", "small project"], root)
     return root
+
+
+# --- a real OpenAI-compatible chat endpoint on loopback (proposer tests) ----------------------
+
+CHAT_API_KEY = "sk-test-secret-4242"  # the key a test proposer sends to chat_server
+Reply = Callable[[dict], tuple[int, str]]
+
+
+@contextmanager
+def chat_server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
+    """A /v1/chat/completions server on 127.0.0.1; yields its base URL and the requests it got."""
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
+            status, text = reply(body)
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def completion(content: str) -> tuple[int, str]:
+    return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})

@@ -15,7 +15,7 @@ from pipeline.store import read_dataset, read_manifest, write_dataset
 from pipeline.core.translation import forbidden_vocabulary, word_keys
 from schemas.anchors import ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS
 from schemas.corpus import DOCUMENTS
-from tests.core.test_translation import chat_server, completion
+from tests.conftest import chat_server, completion
 
 # The corpora name most of faker's people: a stage that forgot the corpora's words would pick one.
 CROWD = sorted({*BritishNames.last_names, *BritishNames.first_names_female, *BritishNames.first_names_male})

@@ -20,15 +20,12 @@ from tests.conftest import train_tiny_tokenizer
 @pytest.fixture(scope="module")
 def anchored(tmp_path_factory, tiny_model_dir: Path) -> Path:
     """The small project up to anchor_translations (stages called directly, no DVC)."""
-    import shutil
-
-    from tests.conftest import REPO, SMALL_FORGET, SMALL_RETAIN
+    from tests.conftest import SMALL_FORGET, SMALL_RETAIN
 
     root = tmp_path_factory.mktemp("anchored")
     (root / "corpora").mkdir()
     (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 2, encoding="utf-8")
     (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
-    shutil.copytree(REPO / "tests" / "data", root / "gold")
     (root / "params.yaml").write_text(
         "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
         f"baseline:\n  source: {tiny_model_dir}\n"

@@ -15,35 +15,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Honorifics: part of a name's surface ("Mr. Holmes") but never an anchor by themselves.
-TITLES = frozenset(
-    "Mr Mr. Mrs Mrs. Ms Ms. Miss Master Dr Dr. Doctor Sir Dame Lady Lord Colonel Col. Captain Capt. "
-    "Inspector Professor Prof. Sergeant Sgt. Major General Lieutenant Lieut. Admiral Reverend Rev. "
-    "Father Mother Brother Sister Uncle Aunt Count Countess Baron Baroness Duke Duchess Earl Marquis "
-    "King Queen Prince Princess Madame Mme. Mademoiselle Mlle. Monsieur M. Herr Frau Signor Signora "
-    "Constable Superintendent Judge Justice Senator Governor President Mister Missus "
-    # Forms of address ("His Majesty", "Your Excellency") behave like titles.
-    "Majesty Excellency Highness Lordship Ladyship Grace Honour Worship".split()
+from pipeline.core.lexicon import (
+    ABBREVIATIONS, HEADING_SMALL_WORDS, NAME_CONNECTORS, POSSESSIVE_SUFFIXES, TITLES, is_roman_numeral,
 )
-# Abbreviations whose dot ends no sentence ("Mr. Holmes", "Neville St. Clair"); kept in surfaces.
-ABBREVIATIONS = frozenset(w[:-1] for w in TITLES if w.endswith(".")) | frozenset(
-    "Mr Mrs Ms Dr St Mt Ft Col Capt Prof Sgt Lieut Rev Mme Mlle Gen Hon Jr Sr Messrs".split()
-)
-# Lower-case words allowed inside a capitalised run when a capitalised word follows.
-CONNECTORS = frozenset("of the de von van du la le del da di".split())
-# Words that form names of places with a specific first part ("Baker Street").
-PLACE_WORDS = frozenset(
-    "Street Road Lane Square Place Terrace Gardens Garden Hall House Lodge Manor Abbey Grange Court "
-    "Park Hill Bridge Station Hotel Inn Moor Yard Club Hospital College Church Chapel Cottage Farm "
-    "Tower Castle River Valley Wood Woods Common Green Row Crescent Avenue Mews Walk Hill Mill "
-    "Towers Villa Priory Cross Heath Downs Marsh Bay Island Harbour Dock Docks Wharf Buildings".split()
-)
+
 GENERIC_HEADINGS = re.compile(
     r"^(?:chapter|part|book|volume|vol\.?|preface|contents|table of contents|introduction|prologue|"
     r"epilogue|appendix|conclusion|index|the end|finis|letter|note|notes)\b[\s\w.]*$",
     re.IGNORECASE,
 )
-_ROMAN = re.compile(r"^[IVXLCDM]+\.?$")
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*(?:['’]s?)?")
 _SENTENCE_END = re.compile(r"(?:[.!?:;]|--|—)[\"'”’)\]]*\s*$")
 # An opening quote or bracket: straight quotes only when not right after punctuation ('," said').
@@ -76,7 +56,7 @@ def tokenize(text: str) -> list[Token]:
     for match in _WORD.finditer(text):
         word, start = match.group(0), match.start()
         possessive = False
-        for suffix in ("'s", "’s", "'", "’"):
+        for suffix in POSSESSIVE_SUFFIXES:
             # A bare apostrophe is possessive only after an s ("Holmes'"); else a closing quote.
             if word.endswith(suffix) and len(word) > len(suffix) and (len(suffix) == 2 or word[-2] in "sS"):
                 word, possessive = word[: -len(suffix)], True
@@ -103,7 +83,7 @@ def _capital_after_connectors(tokens: list[Token], index: int) -> bool:
     for token in tokens[index + 1:]:
         if not token.joined:
             return False
-        if token.text not in CONNECTORS:
+        if token.text not in NAME_CONNECTORS:
             return is_capitalised(token.text)
     return False
 
@@ -118,7 +98,7 @@ def capitalised_runs(tokens: list[Token], *, ordinary: set[str]) -> list[list[To
     current: list[Token] = []
 
     def close() -> None:
-        while current and current[-1].text in CONNECTORS:
+        while current and current[-1].text in NAME_CONNECTORS:
             current.pop()
         if current and current[0].sentence_initial and current[0].text.lower() in ordinary:
             current.pop(0)
@@ -131,7 +111,7 @@ def capitalised_runs(tokens: list[Token], *, ordinary: set[str]) -> list[list[To
         continues = bool(current) and token.joined and not current[-1].possessive
         if capital and continues:
             current.append(token)
-        elif token.text in CONNECTORS and continues and _capital_after_connectors(tokens, index):
+        elif token.text in NAME_CONNECTORS and continues and _capital_after_connectors(tokens, index):
             current.append(token)
         else:
             close()
@@ -155,7 +135,7 @@ def canonical(text: str) -> str:
     """ALL-CAPS forms fold into the mixed-case key (``SHERLOCK HOLMES`` -> ``Sherlock Holmes``)."""
     if text.isupper() and sum(ch.isalpha() for ch in text) > 1:
         return " ".join(
-            w.lower() if w.lower() in CONNECTORS and i else w[:1] + w[1:].lower()
+            w.lower() if w.lower() in NAME_CONNECTORS and i else w[:1] + w[1:].lower()
             for i, w in enumerate(text.split(" "))
         )
     return text
@@ -181,11 +161,11 @@ def ngrams_of(run: list[Token], max_n: int) -> Iterable[tuple[int, int]]:
     """``(i, j)`` of the n-grams of a run that neither start nor end with a connector, nor end
     with an abbreviation or initial ("Enoch J" is no name)."""
     for i in range(len(run)):
-        if run[i].text in CONNECTORS:
+        if run[i].text in NAME_CONNECTORS:
             continue
         for j in range(i + 1, min(len(run), i + max_n) + 1):
             last = run[j - 1].text
-            if last not in CONNECTORS and not (is_abbreviation(last) and j - i > 1):
+            if last not in NAME_CONNECTORS and not (is_abbreviation(last) and j - i > 1):
                 yield i, j
 
 
@@ -253,7 +233,7 @@ def prior_alpha(zipf: float, alpha0: float, floor: float = 0.5) -> float:
 
 def name_words(key: str) -> list[str]:
     """The words of a key that carry its identity (no titles, no connectors)."""
-    return [w for w in key.split(" ") if w not in TITLES and w.lower() not in CONNECTORS]
+    return [w for w in key.split(" ") if w not in TITLES and w.lower() not in NAME_CONNECTORS]
 
 
 def is_heading(line: str) -> bool:
@@ -261,7 +241,7 @@ def is_heading(line: str) -> bool:
     words = line.split()
     if not 2 <= len(words) <= 10 or line[-1] in ".,;:!?\"'":
         return False
-    content = [w for w in words if w.lower() not in CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with"}]
+    content = [w for w in words if w.lower() not in HEADING_SMALL_WORDS]
     return bool(content) and all(is_capitalised(w) or not w[:1].isalpha() for w in content)
 
 
@@ -269,14 +249,15 @@ def heading_key(line: str) -> str | None:
     """The canonical key of a heading line, or None for generic headings (``CHAPTER IV``)."""
     line = " ".join(line.split())
     # "VII. THE DEATH OF A HERO" and its contents line "The Death of a Hero" are one title.
-    line = re.sub(r"^(?:[IVXLCDM]+|\d+)[.:)]?\s+(?=\S)", "", line)
+    number, _, rest = line.partition(" ")
+    if rest and (is_roman_numeral(number.rstrip(".:)")) or number.rstrip(".:)").isdigit()):
+        line = rest
     if not is_heading(line) or GENERIC_HEADINGS.match(line):
         return None
-    if all(_ROMAN.match(w) or w.lower() in CONNECTORS for w in line.split()):
+    if all(is_roman_numeral(w) or w.lower() in NAME_CONNECTORS for w in line.split()):
         return None
     # One key for "A STUDY IN SCARLET" (heading) and "A Study In Scarlet" (contents).
-    small = CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with", "and", "or", "by"}
     return " ".join(
-        w.lower() if (i and w.lower() in small) else (w[:1] + w[1:].lower() if line.isupper() else w)
+        w.lower() if (i and w.lower() in HEADING_SMALL_WORDS) else (w[:1] + w[1:].lower() if line.isupper() else w)
         for i, w in enumerate(line.split())
     )
