@@ -10,39 +10,21 @@ Run: ``python -m pipeline.anchor_candidates`` (``dvc repro anchor_candidates``).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from pipeline.core.anchor_selection import mine_anchors, reject_row
 from pipeline.errors import CorpusError
-from pipeline.params import AnchorParams, Params, section_dict
+from pipeline.ner import run_ner
+from pipeline.params import Params, section_dict
 from pipeline.stage import run_stage
 from pipeline.store import read_dataset, write_dataset, write_rejects
 from schemas.anchors import ANCHOR_CANDIDATES
 
 STAGE = "anchor_candidates"
 PARAMS = ("anchors",)
-
-_SMALL_PARALLEL_CHARS = 200_000  # below this, worker start-up costs more than it saves
-
-
-def run_ner(texts: list[str], settings: AnchorParams) -> list[list[tuple[str, str]]]:
-    """``(entity text, label)`` per text; parser and lemmatizer off, NER only."""
-    import spacy
-
-    nlp = spacy.load(settings.spacy_model, exclude=["parser", "lemmatizer", "tagger", "attribute_ruler"])
-    if not texts:
-        return []
-    processes = settings.ner_processes or os.cpu_count() or 1
-    if sum(map(len, texts)) < _SMALL_PARALLEL_CHARS:
-        processes = 1
-    docs = nlp.pipe(texts, batch_size=settings.ner_batch_size, n_process=processes)
-    progress = tqdm(docs, total=len(texts), desc="ner", unit="passage", mininterval=5)
-    return [[(ent.text, ent.label_) for ent in doc.ents] for doc in progress]
 
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:

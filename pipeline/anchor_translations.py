@@ -30,7 +30,9 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
     """Translate every anchor candidate; returns counts for the log."""
     settings = params.translations
     used = section_dict(params, *PARAMS)
-    candidates = read_dataset("anchor_candidates", root, columns=["anchor", "kind", "variants", "part_of", "rank"])
+    candidates = read_dataset(
+        "anchor_candidates", root, columns=["anchor", "kind", "variants", "part_of", "gender", "rank"]
+    )
     candidates = candidates.sort_values("rank", kind="stable")
     documents = read_dataset("documents", root, columns=["text"])
 
@@ -41,7 +43,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
                             "reason": "no word to translate", "record": row.anchor})
             continue
         # The names an anchor is part of are evidence for its role, like its variants.
-        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(row.part_of)))
+        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(row.part_of), row.gender))
 
     forbidden = forbidden_vocabulary(
         documents["text"], [text for r in requests for text in (r.anchor, *r.variants)]

@@ -154,6 +154,7 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "anchors:\n  min_count: 2\n  ner_processes: 1\n"
         "translations:\n  seed: 0\n"
         "dictionary:\n  gold: null\n"
+        "anchor_check:\n  domains: []\n"
         "blocks:\n  block_size: 32\n  min_block_tokens: 8\n"
         "reinforce:\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
         "generic_labels:\n  top_k: 4\n"

@@ -301,3 +301,57 @@ def test_no_reference_corpus_is_an_error(tmp_path):
     with pytest.raises(CorpusError, match="retain"):
         anchor_candidates.run(make_params(retain=False), root=tmp_path)
     assert not dataset_dir("anchor_candidates", tmp_path).exists()
+
+
+# --- a protagonist with a common first name (real spaCy, a tiny hand-made novel) ---------------
+
+HARRY_STORY = [
+    "Harry Thornbury opened the gate of Greyholt, and he looked back at the lane.",
+    "Elizabeth waited by the well; she had walked from Greyholt since the morning.",
+    "\"You are late,\" said Harry, and he set down the parcel beside Elizabeth.",
+    "On Monday Harry rode to the mill, and he came home with Elizabeth before dark.",
+    "Elizabeth laughed at Harry, and she told him that the mill was shut.",
+    "Harry said nothing; he only watched the rain over Greyholt.",
+]
+HARRY_REFERENCE = [
+    "On Monday the market was busy, and the farmers came early from the fields.",
+    "The parson walked on to the church, and the bells rang over the village.",
+    "The rain fell all day, and the river rose over the meadows by the mill.",
+]
+
+
+@pytest.fixture(scope="module")
+def harry(tmp_path_factory):
+    root = tmp_path_factory.mktemp("harry")
+    (root / "corpora" / "forget").mkdir(parents=True)
+    (root / "corpora" / "retain").mkdir(parents=True)
+    forget = "\n\n".join(HARRY_STORY[i % len(HARRY_STORY)] for i in range(48)) + "\n"
+    reference = "\n\n".join(HARRY_REFERENCE[i % len(HARRY_REFERENCE)] for i in range(36)) + "\n"
+    (root / "corpora" / "forget" / "harry.txt").write_text(forget, encoding="utf-8")
+    (root / "corpora" / "retain" / "village.txt").write_text(reference, encoding="utf-8")
+    params = parse_params({
+        "corpus": {"forget": ["corpora/forget/harry.txt"], "retain": ["corpora/retain"]},
+        "anchors": {"min_count": MIN_COUNT, "ner_processes": 1},
+    })
+    ingest.run(params, root=root)
+    anchor_candidates.run(params, root=root)
+    candidates = read_dataset("anchor_candidates", root).set_index("anchor")
+    rejects = read_dataset("anchor_candidates_rejects", root)
+    return candidates, dict(zip(rejects["location"], rejects["reason"]))
+
+
+def test_a_protagonist_with_a_common_first_name_is_mined(harry):
+    candidates, _ = harry
+    # "Harry" (zipf 4.72) and "Elizabeth" (4.47) are common English first names, but here far
+    # more frequent than in general English, and spaCy calls them persons.
+    for name, gender in (("Harry", "male"), ("Elizabeth", "female")):
+        assert name in candidates.index, name
+        assert candidates.loc[name, "kind"] == "person"
+        assert candidates.loc[name, "gender"] == gender
+    assert "Greyholt" in candidates.index and candidates.loc["Greyholt", "gender"] == ""
+
+
+def test_a_weekday_is_never_an_anchor(harry):
+    candidates, reasons = harry
+    assert "Monday" not in candidates.index
+    assert reasons["Monday"] in {"a weekday, month or feast", "capitalised only at sentence starts: an ordinary word"}

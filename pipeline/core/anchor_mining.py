@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.core.lexicon import (
-    ABBREVIATIONS, HEADING_SMALL_WORDS, NAME_CONNECTORS, POSSESSIVE_SUFFIXES, TITLES, is_roman_numeral,
+    ABBREVIATIONS, HEADING_SMALL_WORDS, NAME_CONNECTORS, NUMBER_SUFFIXES, POSSESSIVE_SUFFIXES, TITLES,
+    is_roman_numeral,
 )
 
 GENERIC_HEADINGS = re.compile(
@@ -24,6 +25,7 @@ GENERIC_HEADINGS = re.compile(
     r"epilogue|appendix|conclusion|index|the end|finis|letter|note|notes)\b[\s\w.]*$",
     re.IGNORECASE,
 )
+_ALPHANUMERIC = re.compile(r"(?<![\w'’\-])(?:\d+[^\W\d_]+|[^\W\d_]+\d+)[^\W_]*(?![\w'’\-])")
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*(?:['’]s?)?")
 _SENTENCE_END = re.compile(r"(?:[.!?:;]|--|—)[\"'”’)\]]*\s*$")
 # An opening quote or bracket: straight quotes only when not right after punctuation ('," said').
@@ -143,13 +145,18 @@ def canonical(text: str) -> str:
 
 @dataclass
 class NgramStats:
-    """Occurrences of capitalised n-grams in one corpus."""
+    """Occurrences of capitalised n-grams (and alphanumeric names) in one corpus."""
 
     count: Counter = field(default_factory=Counter)
     mid_sentence: Counter = field(default_factory=Counter)
     possessive: Counter = field(default_factory=Counter)
     passages: dict = field(default_factory=lambda: defaultdict(list))
     tokens: int = 0
+    top_document: Counter = field(default_factory=Counter)
+    """Per key, its occurrences in the one document that uses it most (with ``documents=True``)."""
+    documents: int = 0
+    alphanumeric: set = field(default_factory=set)
+    """Keys that are alphanumeric names ("221b"), not capitalised words."""
 
 
 def is_abbreviation(word: str) -> bool:
@@ -169,25 +176,55 @@ def ngrams_of(run: list[Token], max_n: int) -> Iterable[tuple[int, int]]:
                 yield i, j
 
 
+def alphanumeric_names(text: str) -> list[str]:
+    """Tokens that join digits and letters into a name ("221b", "B24"), not into an ordinal, a
+    sum of money or a measure ("4th", "23d", "10s"; :data:`~pipeline.core.lexicon.NUMBER_SUFFIXES`)."""
+    names = []
+    for match in _ALPHANUMERIC.finditer(text):
+        token = match.group(0)
+        suffix = token.lstrip("0123456789")
+        if (token[0].isdigit() and suffix.lower() in NUMBER_SUFFIXES) or token[0].islower():
+            continue
+        names.append(token)
+    return names
+
+
 def count_ngrams(
-    passages: Iterable[tuple[str, str]], *, max_n: int, ordinary: set[str], examples: int = 3
+    passages: Iterable[tuple[str, str]], *, max_n: int, ordinary: set[str], examples: int = 3,
+    documents: bool = False,
 ) -> NgramStats:
-    """Count capitalised n-grams of ``(passage_id, text)`` pairs (keys folded by :func:`canonical`)."""
+    """Count capitalised n-grams and alphanumeric names of ``(passage_id, text)`` pairs.
+
+    Keys are folded by :func:`canonical`. With ``documents``, also the count of each key in the
+    document that uses it most (``top_document``; a passage id is ``<doc_id>#<index>``).
+    """
     stats = NgramStats()
+    per_document: dict[str, Counter] = defaultdict(Counter)
     for passage_id, text in passages:
         tokens = tokenize(text)
         stats.tokens += len(tokens)
+        keys: list[tuple[str, bool, bool]] = []  # (key, mid-sentence, possessive)
         for run in capitalised_runs(tokens, ordinary=ordinary):
             for i, j in ngrams_of(run, max_n):
-                key = canonical(surface(run[i:j]))
-                stats.count[key] += 1
-                if not run[i].sentence_initial:
-                    stats.mid_sentence[key] += 1
-                if run[j - 1].possessive:
-                    stats.possessive[key] += 1
-                seen = stats.passages[key]
-                if len(seen) < examples and (not seen or seen[-1] != passage_id):
-                    seen.append(passage_id)
+                keys.append((canonical(surface(run[i:j])), not run[i].sentence_initial, run[j - 1].possessive))
+        for name in alphanumeric_names(text):
+            stats.alphanumeric.add(name)
+            keys.append((name, True, False))
+        document = per_document[passage_id.rsplit("#", 1)[0]] if documents else None
+        for key, mid_sentence, possessive in keys:
+            stats.count[key] += 1
+            stats.mid_sentence[key] += mid_sentence
+            stats.possessive[key] += possessive
+            if document is not None:
+                document[key] += 1
+            seen = stats.passages[key]
+            if len(seen) < examples and (not seen or seen[-1] != passage_id):
+                seen.append(passage_id)
+    stats.documents = len(per_document)
+    for counts in per_document.values():
+        for key, count in counts.items():
+            if count > stats.top_document[key]:
+                stats.top_document[key] = count
     return stats
 
 
@@ -258,6 +295,11 @@ def heading_key(line: str) -> str | None:
         return None
     # One key for "A STUDY IN SCARLET" (heading) and "A Study In Scarlet" (contents).
     return " ".join(
-        w.lower() if (i and w.lower() in HEADING_SMALL_WORDS) else (w[:1] + w[1:].lower() if line.isupper() else w)
+        w.lower() if (i and w.lower() in HEADING_SMALL_WORDS) else (_capitalise_parts(w) if line.isupper() else w)
         for i, w in enumerate(line.split())
     )
+
+
+def _capitalise_parts(word: str) -> str:
+    # "PINCE-NEZ" -> "Pince-Nez", "STOCK-BROKER'S" -> "Stock-Broker's": as a contents line writes it.
+    return "-".join(part[:1] + part[1:].lower() for part in word.split("-"))

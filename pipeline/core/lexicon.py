@@ -39,6 +39,8 @@ FORMS_OF_ADDRESS = frozenset("majesty excellency highness lordship ladyship grac
 # HONORIFICS because a lone capital is an initial everywhere else.
 DOTTED_HONORIFICS = frozenset("mr mrs ms dr col capt prof sgt lieut lt gen rev mme mlle".split())
 MONSIEUR_ABBREVIATION = "M."
+# Titles that stand before a first name, not a surname ("Sir Henry", "Aunt Polly", "Dame Edith").
+FIRST_NAME_HONORIFICS = frozenset("sir dame aunt uncle".split())
 # Surface forms of titles: part of a name's surface ("Mr. Holmes"), never an anchor alone.
 TITLES = (
     frozenset(w.capitalize() for w in HONORIFICS | FORMS_OF_ADDRESS)
@@ -74,6 +76,9 @@ TITLE_FUNCTION_WORDS = CONNECTORS | HONORIFICS | SAINT_WORDS | frozenset(
 
 # The generic part of a place name, kept by a translation ("Baker Street" -> "<X> Street").
 PLACE_WORDS = frozenset(
+    # Natural features name places too ("Reichenbach Fall", "Grimpen Mire", "Black Tor").
+    "fall mire tor pool pond glen gorge cliff cliffs rock rocks beach sands coast creek loch lough "
+    "bog peak ridge pass "
     "street road lane square place terrace gardens garden hall house lodge manor abbey grange court "
     "park hill hills bridge station hotel inn moor moors yard club hospital college school university "
     "church chapel cathedral cottage cottages farm tower towers castle river valley avenue crescent "
@@ -96,6 +101,24 @@ GENERIC_NAME_WORDS = PLACE_WORDS | ORGANISATION_WORDS | PLACE_QUALIFIERS
 # ("Mr. Jonathan Pike of Baker Street" keeps "Mr.", "of", "Street").
 KEEP_WORDS = HONORIFICS | SAINT_WORDS | CONNECTORS | GENERIC_NAME_WORDS
 
+# --- words that are capitalised but name no character, place or work -------------------------
+
+WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+MONTHS = frozenset(
+    "january february march april may june july august september october november december".split()
+)
+# Feasts and seasons of the calendar ("Michaelmas", "Whitsun").
+FEASTS = frozenset("christmas easter michaelmas whitsun whitsuntide lent candlemas lammas martinmas advent".split())
+# Words of religion capitalised in any text ("Good Heavens", "Providence", "the Almighty").
+RELIGIOUS_WORDS = frozenset(
+    "god gods lord heaven heavens christ jesus providence almighty bible scripture scriptures saviour "
+    "savior amen devil satan gospel gospels testament sabbath messiah creator paradise hell deity "
+    "allah jove".split()
+)
+# Letters after a number that make an ordinal, a sum of money or a measure ("4th", "23d",
+# "10s", "6d", "3l"); a number with any other letter is a name ("221b", "Lodge 126B").
+NUMBER_SUFFIXES = frozenset("st nd rd th d s l p am pm lb lbs oz ft yd yds in mm cm km m h hr hrs min".split())
+
 # --- roman numerals and possessives -----------------------------------------------------------
 
 # A well-formed roman numeral ("IV", "XLII", "MCMXC"); the empty string is excluded by callers.
@@ -109,6 +132,14 @@ def is_roman_numeral(word: str) -> bool:
     word = word[:-1] if word.endswith(".") else word
     return bool(word) and word.isupper() and ROMAN_NUMERAL.fullmatch(word) is not None
 
+
+
+def is_roman_like(word: str) -> bool:
+    """A roman numeral as mining keys write it: upper case (``"XIV"``), or folded from an
+    UPPER-CASE line (``"Iii"``, ``"Xiv"``; only I, V, X then, so that "Mil" or "Di" stay names)."""
+    if is_roman_numeral(word):
+        return True
+    return len(word) > 1 and set(word.upper()) <= set("IVX") and is_roman_numeral(word.upper())
 
 
 def is_place_word(word: str) -> bool:

@@ -2,7 +2,7 @@
 
 First names (female and male, traditional ones only), surnames, invented English-looking place
 names, initials, and generic nouns and adjectives for the content words of work titles. Faker's
-name lists are read straight from its en_GB person provider (offline, deterministic); the choice
+name lists are read straight from its English person providers (offline, deterministic); the choice
 among them is a hash of ``(seed, world, token, role)`` (:func:`substitute_candidates`), never a
 shared random stream.
 """
@@ -97,14 +97,14 @@ class Pools:
     adjectives: tuple[str, ...]
     cardinals: tuple[str, ...]
     ordinals: tuple[str, ...]
-    female_keys: frozenset[str]  # every faker female first name, for gender of the original
+    female_keys: frozenset[str]  # every faker English female first name, for gender of the original
     male_keys: frozenset[str]
 
 
 @lru_cache(maxsize=1)
 def name_pools() -> Pools:
-    # Faker's name lists are read straight from its en_GB person provider: offline and
-    # deterministic (the choice among them is ours, by hash, so no Faker instance is seeded).
+    # Faker's name lists are read straight from its person providers: offline and deterministic
+    # (the choice among them is ours, by hash, so no Faker instance is seeded).
     from faker.providers.lorem.en_US import Provider as Lorem
     from faker.providers.person.en_GB import Provider as BritishNames
     from wordfreq import zipf_frequency
@@ -117,14 +117,20 @@ def name_pools() -> Pools:
         return name.isalpha() and name.casefold() not in everyday
 
     def traditional(name: str) -> bool:
-        # Faker's en_GB first names are recent birth registrations. A name that is frequent in
+        # Faker's first names are recent birth registrations. A name that is frequent in
         # general written English (wordfreq Zipf >= 3.0, i.e. >= 1 per million words) has been in
         # use long enough to appear in books; this drops recent coinages and spellings
         # (Kayleigh, Ashleigh, Jemma, Hollie, Abbie, Declan), which would jar in period text.
         return zipf_frequency(name, "en") >= 3.0
 
-    female = sorted({n for n in BritishNames.first_names_female if usable(n) and traditional(n)})
-    male = sorted({n for n in BritishNames.first_names_male if usable(n) and traditional(n)})
+    # First names of every English locale faker has: a long novel needs a hundred or more
+    # first names of one gender in each world (en_GB alone has too few once the corpora's own
+    # names are forbidden, and a pool that runs dry falls back to the other gender).
+    female_names = {n for names in _english_first_names("female") for n in names}
+    male_names = {n for names in _english_first_names("male") for n in names}
+    # A name both lists give (Jordan, Leslie) tells no gender: neither pool takes it.
+    female = sorted(n for n in female_names - male_names if usable(n) and traditional(n))
+    male = sorted(n for n in male_names - female_names if usable(n) and traditional(n))
     places = sorted({_join_place(p, s) for p in _PLACE_PREFIXES for s in _PLACE_SUFFIXES} - everyday)
     return Pools(
         female=tuple(female),
@@ -137,9 +143,24 @@ def name_pools() -> Pools:
         adjectives=TITLE_ADJECTIVES,
         cardinals=TITLE_CARDINALS,
         ordinals=TITLE_ORDINALS,
-        female_keys=frozenset(n.casefold() for n in BritishNames.first_names_female),
-        male_keys=frozenset(n.casefold() for n in BritishNames.first_names_male),
+        female_keys=frozenset(n.casefold() for names in _english_first_names("female") for n in names),
+        male_keys=frozenset(n.casefold() for names in _english_first_names("male") for n in names),
     )
+
+
+# Faker's English locales: their first names fill the pools and tell whether a word of the
+# corpus is a first name (and its gender). Surnames come from en_GB.
+_NAME_LOCALES = ("en_GB", "en_US", "en_IE", "en_NZ")
+
+
+def _english_first_names(gender: str) -> list[tuple[str, ...]]:
+    import importlib
+
+    lists = []
+    for locale in _NAME_LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        lists.append(tuple(getattr(provider, f"first_names_{gender}", ())))
+    return lists
 
 
 # Roles of a token and the pools each draws from, in order (a later pool only when the earlier
@@ -177,7 +198,8 @@ def title_role(key: str) -> str:
     return TITLE_NOUN
 
 
-def _hash(*parts: object) -> int:
+def stable_hash(*parts: object) -> int:
+    """A 64-bit hash of ``parts`` that is the same in every process (unlike ``hash``)."""
     text = "\x1f".join(str(p) for p in parts)
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
@@ -188,6 +210,6 @@ def substitute_candidates(seed: int, world: int, key: str, role: str, pools: Poo
     for depth, pool in enumerate(pool_chain(role, pools)):
         if not pool:
             continue
-        start = _hash(seed, world, key, role, depth) % len(pool)
+        start = stable_hash(seed, world, key, role, depth) % len(pool)
         for step in range(len(pool)):
             yield pool[(start + step) % len(pool)]

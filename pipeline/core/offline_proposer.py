@@ -17,10 +17,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.core.lexicon import FEMALE_HONORIFICS, HONORIFICS, KEEP_WORDS, MALE_HONORIFICS
+from pipeline.core.lexicon import (
+    FEMALE_HONORIFICS, FIRST_NAME_HONORIFICS, HONORIFICS, KEEP_WORDS, MALE_HONORIFICS, RANK_HONORIFICS,
+)
 from pipeline.core.name_pools import (
     FIRST, FIRST_FEMALE, FIRST_MALE, INITIAL, NAME_ROLES, PLACE, SURNAME, TITLE_NOUN, Pools, name_pools,
-    substitute_candidates, title_role,
+    stable_hash, substitute_candidates, title_role,
 )
 from pipeline.core.translation import (
     AnchorRequest, ProposerError, check_n, promoted_words, proper_name_words, title_content_words, word_keys, words_of,
@@ -54,13 +56,38 @@ class _TokenMap:
     substitutes: list[dict[str, str]] = field(default_factory=list)  # [world][key] -> substitute
 
 
-def _gender(key: str, titles: set[str], pools: Pools) -> str:
+# Titles before a surname only ("Mr. Holmes", "Inspector Lestrade"); "Miss", "Lady" and "Lord"
+# stand before either ("Miss Elizabeth", "Miss Bennet").
+_SURNAME_TITLES = frozenset({"mr", "mrs", "ms", "mister", "missus"}) | RANK_HONORIFICS
+
+
+def _gender(key: str, titles: set[str], pronouns: str, pools: Pools) -> str:
+    """The first-name role of ``key``: its gender from a gendered title before it, else from the
+    pronouns after it in the corpus, else from faker's name lists (when only one lists it)."""
+    female, male = bool(titles & FEMALE_HONORIFICS), bool(titles & MALE_HONORIFICS)
+    if female != male:
+        return FIRST_FEMALE if female else FIRST_MALE
+    if pronouns:
+        return FIRST_FEMALE if pronouns == "female" else FIRST_MALE
     if key in pools.female_keys and key not in pools.male_keys:
         return FIRST_FEMALE
     if key in pools.male_keys and key not in pools.female_keys:
         return FIRST_MALE
-    female, male = bool(titles & FEMALE_HONORIFICS), bool(titles & MALE_HONORIFICS)
-    return FIRST_FEMALE if female and not male else FIRST_MALE if male and not female else FIRST
+    return FIRST
+
+
+def _single_name_role(key: str, titles: set[str], pronouns: str, pools: Pools) -> str:
+    """The role of a name only ever written alone: a surname after "Mr."/"Mrs."/a rank, a first
+    name after "Sir"/"Aunt"/"Uncle"/"Dame", a listed first name, or a name whose pronouns tell a
+    gender (characters called by a bare name and never "Mr. X" go by a first name: "Huck");
+    else a surname."""
+    first_title, surname_title = bool(titles & FIRST_NAME_HONORIFICS), bool(titles & _SURNAME_TITLES)
+    if surname_title and not first_title:
+        return SURNAME
+    listed = key in pools.female_keys or key in pools.male_keys
+    if first_title or listed or pronouns:
+        return _gender(key, titles, pronouns, pools)
+    return SURNAME
 
 
 def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
@@ -71,9 +98,15 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
     other: set[str] = set()
     initials: set[str] = set()
     titles_of: dict[str, set[str]] = {}
+    pronouns_of: dict[str, set[str]] = {}
     promoted: dict[str, str] = {}
     title_words: set[str] = set()
     for request in requests:
+        if request.kind == "person" and request.gender:
+            # A person's pronouns tell the gender of its first name (or of its only name).
+            full = [w for w in proper_name_words(request.anchor) if len(w.stem) > 1]
+            for w in full[:-1] if len(full) > 1 else full:
+                pronouns_of.setdefault(w.key, set()).add(request.gender)
         for text in (request.anchor, *request.variants):
             if request.kind == "work_title":
                 title_words.update(w.key for w in title_content_words(text))
@@ -118,13 +151,17 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
     # A token used as a given name anywhere is a first name, so "Henry" in "Sir Henry Baskerville"
     # and in "Henry" share one substitute; person roles win over place and other roles, so
     # "Baskerville Hall" shares the surname substitute of "Henry Baskerville".
+
+    def pronouns(key: str) -> str:
+        said = pronouns_of.get(key, set())
+        return next(iter(said)) if len(said) == 1 else ""
+
     for key in given:
-        roles[key] = _gender(key, titles_of.get(key, set()), pools)
+        roles[key] = _gender(key, titles_of.get(key, set()), pronouns(key), pools)
     for key in surname - given:
         roles[key] = SURNAME
     for key in single - given - surname - plurals:
-        known_first = key in pools.female_keys or key in pools.male_keys
-        roles[key] = _gender(key, titles_of.get(key, set()), pools) if known_first else SURNAME
+        roles[key] = _single_name_role(key, titles_of.get(key, set()), pronouns(key), pools)
     for key in place - roles.keys() - plurals:
         roles[key] = PLACE
     for key in other - roles.keys() - plurals:
@@ -168,7 +205,8 @@ class OfflineProposer:
         source = {key for r in requests for text in (r.anchor, *r.variants) for key in word_keys(text)}
         self._choose_substitutes(token_map, n=n, seed=seed, forbidden=forbidden, source=source, pools=pools)
         return {
-            r.anchor: [self._translate(r, token_map, world) for world in range(n)] for r in requests
+            r.anchor: [_renumber(self._translate(r, token_map, world), seed, world) for world in range(n)]
+            for r in requests
         }
 
     @staticmethod
@@ -223,6 +261,9 @@ class OfflineProposer:
         chosen = token_map.substitutes[world]
         if request.kind == "work_title":
             targets = title_content_words(text)
+        elif any(ch.isdigit() for ch in text):
+            # "221B", "Lodge 341": the renumbered digits carry the name; the words stay.
+            targets = proper_name_words(text)
         else:
             targets = proper_name_words(text) or promoted_words(text)
         out, last = "", 0
@@ -237,6 +278,25 @@ class OfflineProposer:
             out = _agree_article(out + text[last:word.start], substitute) + substitute
             last = word.end
         return out + text[last:]
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _renumber(text: str, seed: int, world: int) -> str:
+    """Every number of a name becomes another of as many digits ("221B" -> "547B", "Lodge 341"
+    -> "Lodge 806"): a house number or a lodge number identifies as well as a word."""
+
+    def other(match: re.Match) -> str:
+        digits = match.group(0)
+        low = 10 ** (len(digits) - 1) if len(digits) > 1 else 0
+        span = 10 ** len(digits) - low
+        value = low + stable_hash(seed, world, digits) % span
+        if str(value) == digits:
+            value = low + (value - low + 1) % span
+        return str(value).zfill(len(digits))
+
+    return _DIGITS.sub(other, text)
 
 
 _ARTICLE_BEFORE = re.compile(r"(?:^|(?<=\W))(an?)(\s+)$", re.IGNORECASE)

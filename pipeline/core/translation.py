@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from pipeline.core.lexicon import CONNECTORS, KEEP_WORDS, TITLE_FUNCTION_WORDS, is_roman_numeral
 from pipeline.errors import PipelineError
-from schemas.anchors import KINDS
+from schemas.anchors import GENDERS, KINDS
 
 
 class ProposerError(PipelineError):
@@ -50,15 +50,21 @@ class AnchorRequest:
         kind: one of :data:`schemas.anchors.KINDS`.
         variants: other observed surface forms; they are evidence (a ``Miss`` before a first name
             tells its gender), never translated themselves.
+        gender: for a person, what the pronouns after it in the corpus say (``"female"``,
+            ``"male"``, ``""`` when unsure); it decides the gender of its first name when no
+            title does.
     """
 
     anchor: str
     kind: str
     variants: tuple[str, ...] = ()
+    gender: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"anchor {self.anchor!r}: kind {self.kind!r} is not one of {KINDS}")
+        if self.gender not in GENDERS:
+            raise ValueError(f"anchor {self.anchor!r}: gender {self.gender!r} is not one of {GENDERS}")
         if not self.anchor.strip():
             raise ValueError("an anchor must not be empty")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -19,8 +20,10 @@ from tests.conftest import REPO
 
 N = 4
 NONE: frozenset[str] = frozenset()
-FEMALE = set(BritishNames.first_names_female)
-MALE = set(BritishNames.first_names_male)
+# First names of faker's English locales, as the pools take them (a name in both lists is neither).
+_LOCALES = [importlib.import_module(f"faker.providers.person.{code}").Provider for code in ("en_GB", "en_US", "en_IE", "en_NZ")]
+FEMALE = {n for p in _LOCALES for n in p.first_names_female} - {n for p in _LOCALES for n in p.first_names_male}
+MALE = {n for p in _LOCALES for n in p.first_names_male} - {n for p in _LOCALES for n in p.first_names_female}
 SURNAMES = set(BritishNames.last_names)
 # Endings of English place names; the place-word generator builds on them.
 PLACE_ENDINGS = ("ford", "bury", "ley", "ton", "ham", "wick", "field", "worth", "stead", "combe", "mouth",
@@ -153,7 +156,9 @@ def test_places_look_like_places_and_keep_their_generic_words():
     for i in range(N):
         baker = out["Baker"][i]
         assert out["Baker Street"][i] == f"{baker} Street"
-        assert out["221B Baker Street"][i] == f"221B {baker} Street"
+        # the house number becomes another of three digits; its letter and "Street" stay
+        assert re.fullmatch(rf"[1-9]\d\dB {baker} Street", out["221B Baker Street"][i])
+        assert not out["221B Baker Street"][i].startswith("221B")
         upper, norwood = out["Upper Norwood"][i].split()
         assert upper == "Upper"
         for word in (baker, norwood):
@@ -212,6 +217,45 @@ def test_gender_of_first_names_is_kept():
         assert out["Irene Adler"][i].split()[0] in FEMALE
         assert out["Miss Violet Smyke"][i].split()[1] in FEMALE
         assert out["Mr. Jabez Wilkes"][i].split()[1] in MALE
+
+
+def test_pronouns_tell_the_gender_of_a_first_name_no_list_or_title_knows():
+    requests = [
+        AnchorRequest("Huckle Finnegan", "person", (), "male"),  # "Huckle": in no name list
+        AnchorRequest("Lizzy", "person", (), "female"),          # a bare name: a first name
+        AnchorRequest("Mr. Jabez Wilkes", "person", (), "female"),  # the title outweighs pronouns
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Huckle Finnegan"][i].split()[0] in MALE
+        assert out["Lizzy"][i] in FEMALE
+        assert out["Mr. Jabez Wilkes"][i].split()[1] in MALE
+
+
+def test_a_bare_name_keeps_its_role():
+    requests = [
+        AnchorRequest("Darcy", "person", ("Mr. Darcy",), "male"),  # after Mr.: a surname, though a US first name
+        AnchorRequest("Polly", "person", ("Aunt Polly",)),         # after Aunt: a female first name
+        AnchorRequest("Thornleigh", "person"),                     # no evidence at all: a surname
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Darcy"][i] in SURNAMES
+        assert out["Polly"][i] in FEMALE
+        assert out["Thornleigh"][i] not in FEMALE | MALE
+
+
+def test_numbers_of_a_name_become_other_numbers_of_as_many_digits():
+    out = offline([AnchorRequest("221b", "place"), AnchorRequest("Lodge 341", "organisation")], n=3)
+    for world, translation in enumerate(out["221b"]):
+        assert re.fullmatch(r"[1-9]\d\db", translation) and translation != "221b"
+    assert all(re.fullmatch(r"Lodge [1-9]\d\d", t) and t != "Lodge 341" for t in out["Lodge 341"])
+    assert len(set(out["Lodge 341"])) > 1
+
+
+def test_a_request_refuses_an_unknown_gender():
+    with pytest.raises(ValueError, match="gender"):
+        AnchorRequest("Huck", "person", (), "boy")
 
 
 def test_initials_map_to_other_initials_and_roman_numerals_stay():
