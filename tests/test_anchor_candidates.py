@@ -310,7 +310,7 @@ HARRY_STORY = [
     "Elizabeth waited by the well; she had walked from Greyholt since the morning.",
     "\"You are late,\" said Harry, and he set down the parcel beside Elizabeth.",
     "On Monday Harry rode to the mill, and he came home with Elizabeth before dark.",
-    "Elizabeth laughed at Harry, and she told him that the mill was shut.",
+    "Elizabeth laughed, and she told Harry that the mill was shut.",
     "Harry said nothing; he only watched the rain over Greyholt.",
 ]
 HARRY_REFERENCE = [

@@ -11,9 +11,10 @@ particular book.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -283,11 +284,25 @@ def occurrences(passages: pd.DataFrame, matcher: AnchorMatcher, examples: int) -
     return found
 
 
-def pronoun_gender(votes: Counter, *, min_votes: int = 3, majority: float = 0.75) -> str:
-    """``"female"``, ``"male"`` or ``""``: the pronouns that follow a name, when at least
-    ``min_votes`` of them agree and they make ``majority`` of the votes."""
+def pronoun_gender(votes: Counter, female_share: float, *, min_votes: int = 3, min_z: float = 2.0) -> str:
+    """``"female"``, ``"male"`` or ``""``: what the pronouns after a name say, against the corpus.
+
+    Pronouns after a name often belong to someone else (a story told from one character's side
+    puts her "she" after every name), so a name's share of female votes is compared with
+    ``female_share``, the share over every person of the corpus: a gender needs ``min_votes``
+    votes and a share ``min_z`` standard errors away from it.
+    """
     total = votes["male"] + votes["female"]
-    for gender in ("female", "male"):
-        if votes[gender] >= min_votes and votes[gender] >= majority * total:
-            return gender
-    return ""
+    if total < min_votes:
+        return ""
+    base = min(max(female_share, 0.05), 0.95)
+    z = (votes["female"] / total - base) / math.sqrt(base * (1 - base) / total)
+    return "female" if z >= min_z else "male" if z <= -min_z else ""
+
+
+def female_share(votes: Iterable[Counter]) -> float:
+    """The share of female votes over all ``votes`` (0.5 when there are none)."""
+    female = male = 0
+    for counter in votes:
+        female, male = female + counter["female"], male + counter["male"]
+    return female / (female + male) if female + male else 0.5

@@ -213,8 +213,10 @@ def count_ngrams(
         document = per_document[passage_id.rsplit("#", 1)[0]] if documents else None
         for key, mid_sentence, possessive in keys:
             stats.count[key] += 1
-            stats.mid_sentence[key] += mid_sentence
-            stats.possessive[key] += possessive
+            if mid_sentence:
+                stats.mid_sentence[key] += 1
+            if possessive:
+                stats.possessive[key] += 1
             if document is not None:
                 document[key] += 1
             seen = stats.passages[key]

@@ -22,7 +22,7 @@ from typing import Protocol
 import pandas as pd
 
 from pipeline.core.anchor_evidence import (
-    CorpusSizes, Evidence, EvidenceSettings, Recogniser, collect_evidence, occurrences, pronoun_gender,
+    CorpusSizes, Evidence, EvidenceSettings, Recogniser, collect_evidence, female_share, occurrences, pronoun_gender,
 )
 from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.core.anchor_mining import name_words
@@ -240,12 +240,13 @@ def decide_kind(e: Evidence, variants: list[str], *, titled: int = 0) -> str:
     return "other"
 
 
-def person_gender(key: str, pronouns: Counter) -> str:
-    """A gendered title in the key says it ("Miss Hunter"); else the pronouns after it."""
+def person_gender(key: str, pronouns: Counter, baseline: float) -> str:
+    """A gendered title in the key says it ("Miss Hunter"); else the pronouns after it,
+    against the corpus's ``baseline`` share of female pronouns (see :func:`pronoun_gender`)."""
     title = key.split(" ")[0].rstrip(".").casefold()
     if title in FEMALE_HONORIFICS or title in MALE_HONORIFICS:
         return "female" if title in FEMALE_HONORIFICS else "male"
-    return pronoun_gender(pronouns)
+    return pronoun_gender(pronouns, baseline)
 
 
 def select(
@@ -356,10 +357,13 @@ def mine_anchors(
         e.key for e, reason in refused if reason.startswith("made only of other anchors") and "heading" not in e.signals
     ]
     containers = part_of([e.key for e in chosen], names)
+    kinds = {e.key: decide_kind(e, sorted(found.variants.get(e.key, set()) | {e.key}), titled=found.titled[e.key])
+             for e in chosen}
+    baseline = female_share(found.pronouns[key] for key, kind in kinds.items() if kind == "person")
     rows = []
     for rank, e in enumerate(chosen, start=1):
         seen = sorted(found.variants.get(e.key, set()) | {e.key})
-        kind = decide_kind(e, seen, titled=found.titled[e.key])
+        kind = kinds[e.key]
         rows.append({
             "anchor": e.key, "kind": kind, "variants": seen,
             "forget_count": forget_counts[e.key], "reference_count": reference_counts.get(e.key, 0),
@@ -367,7 +371,7 @@ def mine_anchors(
             "example_passages": found.examples.get(e.key, []), "signals": sorted(e.signals),
             "ner_labels": [f"{label}:{count}" for label, count in sorted(e.ner.items())],
             "part_of": containers.get(e.key, []),
-            "gender": person_gender(e.key, found.pronouns[e.key]) if kind == "person" else "",
+            "gender": person_gender(e.key, found.pronouns[e.key], baseline) if kind == "person" else "",
         })
     refused.sort(key=lambda item: (-item[0].forget, item[0].key))
     return MinedAnchors(rows, refused)

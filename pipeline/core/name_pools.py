@@ -106,7 +106,6 @@ def name_pools() -> Pools:
     # Faker's name lists are read straight from its person providers: offline and deterministic
     # (the choice among them is ours, by hash, so no Faker instance is seeded).
     from faker.providers.lorem.en_US import Provider as Lorem
-    from faker.providers.person.en_GB import Provider as BritishNames
     from wordfreq import zipf_frequency
 
     # Names that are everyday words ("Guy", "Hope", "Long", "Green") would be mistaken for the
@@ -126,8 +125,8 @@ def name_pools() -> Pools:
     # First names of every English locale faker has: a long novel needs a hundred or more
     # first names of one gender in each world (en_GB alone has too few once the corpora's own
     # names are forbidden, and a pool that runs dry falls back to the other gender).
-    female_names = {n for names in _english_first_names("female") for n in names}
-    male_names = {n for names in _english_first_names("male") for n in names}
+    female_names = {n for names in _english_names("first_names_female") for n in names}
+    male_names = {n for names in _english_names("first_names_male") for n in names}
     # A name both lists give (Jordan, Leslie) tells no gender: neither pool takes it.
     female = sorted(n for n in female_names - male_names if usable(n) and traditional(n))
     male = sorted(n for n in male_names - female_names if usable(n) and traditional(n))
@@ -136,31 +135,34 @@ def name_pools() -> Pools:
         female=tuple(female),
         male=tuple(male),
         first=tuple(sorted(set(female) | set(male))),
-        surnames=tuple(sorted({n for n in BritishNames.last_names if usable(n)})),
+        surnames=tuple(sorted({n for names in _english_names("last_names", _SURNAME_LOCALES) for n in names if usable(n)})),
         places=tuple(places),
         initials=tuple(chr(c) for c in range(ord("A"), ord("Z") + 1)),
         nouns=TITLE_NOUNS,
         adjectives=TITLE_ADJECTIVES,
         cardinals=TITLE_CARDINALS,
         ordinals=TITLE_ORDINALS,
-        female_keys=frozenset(n.casefold() for names in _english_first_names("female") for n in names),
-        male_keys=frozenset(n.casefold() for names in _english_first_names("male") for n in names),
+        female_keys=frozenset(n.casefold() for names in _english_names("first_names_female") for n in names),
+        male_keys=frozenset(n.casefold() for names in _english_names("first_names_male") for n in names),
     )
 
 
-# Faker's English locales: their first names fill the pools and tell whether a word of the
-# corpus is a first name (and its gender). Surnames come from en_GB.
+# Faker's English locales: their names fill the pools (a long novel needs hundreds of surnames
+# and a hundred or more first names of one gender in each world, once the corpora's own names
+# are forbidden) and tell whether a word of the corpus is a first name, and of which gender.
 _NAME_LOCALES = ("en_GB", "en_US", "en_IE", "en_NZ")
+# Surnames from the British-like lists only (en_US's are a third Spanish, en_IE's mostly Irish):
+# a surname substitute should not tell more about a character than the original did.
+_SURNAME_LOCALES = ("en_GB", "en_NZ")
 
 
-def _english_first_names(gender: str) -> list[tuple[str, ...]]:
+def _english_names(attribute: str, locales: tuple[str, ...] = _NAME_LOCALES) -> list[tuple[str, ...]]:
     import importlib
 
-    lists = []
-    for locale in _NAME_LOCALES:
-        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
-        lists.append(tuple(getattr(provider, f"first_names_{gender}", ())))
-    return lists
+    return [
+        tuple(getattr(importlib.import_module(f"faker.providers.person.{locale}").Provider, attribute, ()))
+        for locale in locales
+    ]
 
 
 # Roles of a token and the pools each draws from, in order (a later pool only when the earlier

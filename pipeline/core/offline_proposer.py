@@ -59,35 +59,40 @@ class _TokenMap:
 # Titles before a surname only ("Mr. Holmes", "Inspector Lestrade"); "Miss", "Lady" and "Lord"
 # stand before either ("Miss Elizabeth", "Miss Bennet").
 _SURNAME_TITLES = frozenset({"mr", "mrs", "ms", "mister", "missus"}) | RANK_HONORIFICS
+# Titles that never stand before a first name, even where a full name follows ("Mr. Sherlock
+# Holmes" puts "Mr." before a first name).
+_SURNAME_ONLY_TITLES = frozenset({"mrs", "missus"}) | RANK_HONORIFICS
+_OF = re.compile(r"\sof\s", re.IGNORECASE)
 
 
 def _gender(key: str, titles: set[str], pronouns: str, pools: Pools) -> str:
-    """The first-name role of ``key``: its gender from a gendered title before it, else from the
-    pronouns after it in the corpus, else from faker's name lists (when only one lists it)."""
+    """The first-name role of ``key``: its gender from a gendered title before it, else from
+    faker's name lists (when only one lists it), else from the pronouns after it in the corpus
+    (the lists know the name; the pronouns, mixed with everyone near it, the character)."""
     female, male = bool(titles & FEMALE_HONORIFICS), bool(titles & MALE_HONORIFICS)
     if female != male:
         return FIRST_FEMALE if female else FIRST_MALE
-    if pronouns:
-        return FIRST_FEMALE if pronouns == "female" else FIRST_MALE
     if key in pools.female_keys and key not in pools.male_keys:
         return FIRST_FEMALE
     if key in pools.male_keys and key not in pools.female_keys:
         return FIRST_MALE
+    if pronouns:
+        return FIRST_FEMALE if pronouns == "female" else FIRST_MALE
     return FIRST
 
 
 def _single_name_role(key: str, titles: set[str], pronouns: str, pools: Pools) -> str:
-    """The role of a name only ever written alone: a surname after "Mr."/"Mrs."/a rank, a first
-    name after "Sir"/"Aunt"/"Uncle"/"Dame", a listed first name, or a name whose pronouns tell a
-    gender (characters called by a bare name and never "Mr. X" go by a first name: "Huck");
-    else a surname."""
+    """The role of a name never part of a full name: a surname when "Mr.", "Mrs." or a rank
+    stands before it ("Mr. Holmes", "Inspector Lestrade"); else a first name when its gender is
+    known (a character called by a bare name, "Miss Lizzy" at most, goes by a first name:
+    "Huck", "Lizzy", "Polly"), a surname when not ("Wiggins")."""
     first_title, surname_title = bool(titles & FIRST_NAME_HONORIFICS), bool(titles & _SURNAME_TITLES)
     if surname_title and not first_title:
         return SURNAME
-    listed = key in pools.female_keys or key in pools.male_keys
-    if first_title or listed or pronouns:
-        return _gender(key, titles, pronouns, pools)
-    return SURNAME
+    role = _gender(key, titles, pronouns, pools)
+    # Without a gender a first name would be a coin toss between a boy's and a girl's name: a
+    # surname keeps at least the gender out of it.
+    return SURNAME if role == FIRST and not first_title else role
 
 
 def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
@@ -97,6 +102,7 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
     place: set[str] = set()
     other: set[str] = set()
     initials: set[str] = set()
+    titled_surname: set[str] = set()
     titles_of: dict[str, set[str]] = {}
     pronouns_of: dict[str, set[str]] = {}
     promoted: dict[str, str] = {}
@@ -120,14 +126,21 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
             initials.update(w.key for w in names if len(w.stem) == 1)
             full = [w for w in names if len(w.stem) > 1]
             if request.kind == "person":
-                if len(full) > 1:
-                    given.update(w.key for w in full[:-1])
-                    surname.add(full[-1].key)
-                elif full:
-                    single.add(full[0].key)
+                # "Gregson of Scotland Yard", "McMurdo of Chicago": the person's name ends at "of".
+                cut = _OF.search(text)
+                person = [w for w in full if cut is None or w.start < cut.start()]
+                if len(person) > 1:
+                    given.update(w.key for w in person[:-1])
+                    surname.add(person[-1].key)
+                elif person:
+                    single.add(person[0].key)
                 honorifics = {w.key for w in words_of(text) if w.key in HONORIFICS}
-                for w in full:
+                for w in person:
                     titles_of.setdefault(w.key, set()).update(honorifics)
+                if len(person) == 1 and honorifics & _SURNAME_ONLY_TITLES:
+                    # "Dr. Mortimer", "Mrs. Douglas": a surname, whatever other people call a
+                    # "Mortimer Tregennis" or a "Douglas Maberley".
+                    titled_surname.add(person[0].key)
             elif request.kind == "place":
                 place.update(w.key for w in full)
             else:
@@ -142,8 +155,9 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
     first_names = given | {k for k in single if k in pools.female_keys or k in pools.male_keys}
     stems = (names | title_words) - first_names
     for key in sorted((names | title_words) - given - surname, key=lambda k: (len(k), k)):
-        stem = key[:-1]
-        if key.endswith("s") and stem in stems and stem not in token_map.plurals:
+        # "Stapletons" of "Stapleton", "Collinses" of "Collins".
+        stem = next((key[:-len(end)] for end in ("es", "s") if key.endswith(end) and key[:-len(end)] in stems), None)
+        if stem is not None and stem not in token_map.plurals:
             token_map.plurals[key] = stem
     plurals = token_map.plurals.keys()
     for key in initials:
@@ -156,9 +170,9 @@ def _assign_roles(requests: Sequence[AnchorRequest], pools: Pools) -> _TokenMap:
         said = pronouns_of.get(key, set())
         return next(iter(said)) if len(said) == 1 else ""
 
-    for key in given:
+    for key in given - titled_surname:
         roles[key] = _gender(key, titles_of.get(key, set()), pronouns(key), pools)
-    for key in surname - given:
+    for key in (surname | titled_surname) - roles.keys():
         roles[key] = SURNAME
     for key in single - given - surname - plurals:
         roles[key] = _single_name_role(key, titles_of.get(key, set()), pronouns(key), pools)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from faker.providers.person.en_GB import Provider as BritishNames
 
 from pipeline.core.offline_proposer import OfflineProposer
 from pipeline.core.translation import (
@@ -24,7 +23,7 @@ NONE: frozenset[str] = frozenset()
 _LOCALES = [importlib.import_module(f"faker.providers.person.{code}").Provider for code in ("en_GB", "en_US", "en_IE", "en_NZ")]
 FEMALE = {n for p in _LOCALES for n in p.first_names_female} - {n for p in _LOCALES for n in p.first_names_male}
 MALE = {n for p in _LOCALES for n in p.first_names_male} - {n for p in _LOCALES for n in p.first_names_female}
-SURNAMES = set(BritishNames.last_names)
+SURNAMES = {n for p in _LOCALES for n in p.last_names}  # a superset of the pool (en_GB, en_NZ)
 # Endings of English place names; the place-word generator builds on them.
 PLACE_ENDINGS = ("ford", "bury", "ley", "ton", "ham", "wick", "field", "worth", "stead", "combe", "mouth",
                  "by", "thorpe", "dale", "well", "borough", "den", "hurst", "cote", "stow", "brook",
@@ -236,13 +235,33 @@ def test_a_bare_name_keeps_its_role():
     requests = [
         AnchorRequest("Darcy", "person", ("Mr. Darcy",), "male"),  # after Mr.: a surname, though a US first name
         AnchorRequest("Polly", "person", ("Aunt Polly",)),         # after Aunt: a female first name
-        AnchorRequest("Thornleigh", "person"),                     # no evidence at all: a surname
+        AnchorRequest("Thornleigh", "person", ("Mrs. Thornleigh",)),  # after Mrs.: a surname
+        AnchorRequest("Wimsey", "person", ("Miss Wimsey",)),          # never after Mr./Mrs.: a first name
+        AnchorRequest("Wiggleby", "person", ("Wiggleby",)),           # no gender known: a surname
+        AnchorRequest("Collinses", "person"), AnchorRequest("Collins", "person", ("Mr. Collins",)),
     ]
     out = offline(requests)
     for i in range(N):
         assert out["Darcy"][i] in SURNAMES
         assert out["Polly"][i] in FEMALE
-        assert out["Thornleigh"][i] not in FEMALE | MALE
+        assert out["Thornleigh"][i] in SURNAMES
+        assert out["Wimsey"][i] in FEMALE  # "Miss" says she is a woman
+        assert out["Wiggleby"][i] in SURNAMES
+        # a family plural is the plural of the surname's substitute
+        assert out["Collinses"][i] in {out["Collins"][i] + "s", out["Collins"][i] + "es"}
+
+
+def test_a_surname_stays_a_surname_whatever_other_names_hold_it():
+    requests = [
+        # "of" ends a person's name: "Gregson" is no first name of "Scotland".
+        AnchorRequest("Gregson", "person", ("Inspector Gregson", "Gregson of Scotland Yard", "Tobias Gregson")),
+        # After "Dr." a surname, though another man is called "Mortimer Tregennis".
+        AnchorRequest("Mortimer", "person", ("Dr. Mortimer", "Mortimer Tregennis")),
+        AnchorRequest("Tregennis", "person"),
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Gregson"][i] in SURNAMES and out["Mortimer"][i] in SURNAMES
 
 
 def test_numbers_of_a_name_become_other_numbers_of_as_many_digits():
