@@ -3,7 +3,7 @@
 The forget corpus is compared with the reference (retain) corpora and with general English
 (wordfreq). Candidates are runs of capitalised words and their n-grams; each is scored with the
 weighted log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008,
-"Fightin' Words"), and kept only if it passes the hygiene rules in :func:`hygiene_reason`.
+"Fightin' Words"); :mod:`pipeline.core.anchor_selection` decides which become anchors.
 Nothing here knows about any particular book.
 """
 

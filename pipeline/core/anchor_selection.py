@@ -27,8 +27,8 @@ from pipeline.core.anchor_evidence import (
 from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.core.anchor_mining import name_words
 from pipeline.core.lexicon import (
-    FEASTS, FEMALE_HONORIFICS, HONORIFICS, MALE_HONORIFICS, MONTHS, RELIGIOUS_WORDS, TITLES, WEEKDAYS,
-    is_place_word, is_roman_like,
+    FEASTS, FEMALE_HONORIFICS, HEADING_SMALL_WORDS, HONORIFICS, MALE_HONORIFICS, MONTHS, RELIGIOUS_WORDS, TITLES,
+    WEEKDAYS, is_place_word, is_roman_like,
 )
 
 NER_KINDS = {
@@ -40,9 +40,6 @@ _LEXICAL = (
     (WEEKDAYS | MONTHS | FEASTS, "a weekday, month or feast"),
     (RELIGIOUS_WORDS, "a religious word"),
 )
-# A quoted sentence is no title: it has sentence punctuation or lower-case words that no title
-# writes in lower case ("Come here, my boy").
-_TITLE_SMALL = frozenset("a an the of in on at to for with and or by from de von van du la le del da di".split())
 
 
 class MiningSettings(EvidenceSettings, Protocol):
@@ -91,8 +88,10 @@ def lexical_reason(key: str) -> str | None:
         return "a weekday, month or feast"
     if words and all(is_roman_like(w) for w in words):
         return "a roman numeral"
+    # A quoted sentence is no name or title: it has sentence punctuation, or lower-case words
+    # that no title writes in lower case ("Come here, my boy"); "d'Artagnan" is a name.
     if any(mark in key for mark in ",;!?") or any(
-        w[:1].islower() and w.lower() not in _TITLE_SMALL and not {"'", "’"} & set(w) for w in key.split(" ")[1:]
+        w[:1].islower() and w not in HEADING_SMALL_WORDS and not {"'", "’"} & set(w) for w in key.split(" ")[1:]
     ):
         return "a quoted sentence, not a name or title"
     return None
