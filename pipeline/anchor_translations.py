@@ -18,7 +18,8 @@ import pandas as pd
 from pipeline.stage import run_stage
 from pipeline.params import Params, section_dict
 from pipeline.store import read_dataset, write_dataset, write_rejects
-from pipeline.core.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, make_proposer, word_keys
+from pipeline.core.translation import AnchorRequest, collect_proposals, forbidden_vocabulary, word_keys
+from pipeline.proposers import make_proposer
 from schemas.anchors import ANCHOR_TRANSLATIONS
 
 STAGE = "anchor_translations"
@@ -29,7 +30,9 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
     """Translate every anchor candidate; returns counts for the log."""
     settings = params.translations
     used = section_dict(params, *PARAMS)
-    candidates = read_dataset("anchor_candidates", root, columns=["anchor", "kind", "variants", "part_of", "rank"])
+    candidates = read_dataset(
+        "anchor_candidates", root, columns=["anchor", "kind", "variants", "part_of", "gender", "rank"]
+    )
     candidates = candidates.sort_values("rank", kind="stable")
     documents = read_dataset("documents", root, columns=["text"])
 
@@ -40,7 +43,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict[str, int | str]:
                             "reason": "no word to translate", "record": row.anchor})
             continue
         # The names an anchor is part of are evidence for its role, like its variants.
-        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(row.part_of)))
+        requests.append(AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(row.part_of), row.gender))
 
     forbidden = forbidden_vocabulary(
         documents["text"], [text for r in requests for text in (r.anchor, *r.variants)]

@@ -5,14 +5,14 @@ proposed = ``anchor_candidates`` joined with ``anchor_translations``; the correc
 :func:`pipeline.review.corrections.apply_corrections` in their documented order (chronological, ties
 by file and line). With no corrections the dictionary is the proposed one. Entries a reviewer
 rejected go to ``dictionary_rejects``. Also writes ``metrics/anchors.json`` (a DVC metrics
-file): anchors by kind, coverage of the forget corpus, and precision/recall against a gold list.
+file): anchors by kind, coverage of the forget corpus, and precision/recall against each gold
+list of ``dictionary.gold``.
 
 Run: ``python -m pipeline.dictionary`` (``dvc repro dictionary``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -20,15 +20,16 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.anchor_match import AnchorMatcher
-from pipeline.core.anchor_mining import name_words
+from pipeline.core.anchor_gold import gold_metrics
 from pipeline.stage import run_stage
 from pipeline.review.corrections import Correction, apply_corrections, load_corrections
-from pipeline.errors import CorpusError
+from pipeline.gold import read_gold
 from pipeline.models import load_tokenizer
 from pipeline.paths import BASELINE
 from pipeline.params import Params, section_dict
 from pipeline.store import atomic_write_text, read_dataset, write_dataset, write_rejects
-from pipeline.core.translation import AnchorRequest, forbidden_vocabulary, make_proposer, propose_translations
+from pipeline.core.translation import AnchorRequest, forbidden_vocabulary, propose_translations
+from pipeline.proposers import make_proposer
 from schemas.anchors import DICTIONARY
 
 STAGE = "dictionary"
@@ -73,51 +74,6 @@ def token_coverage(texts: list[str], matcher: AnchorMatcher, tokenizer) -> tuple
     return (inside / total if total else 0.0), total
 
 
-def read_gold(path: Path) -> list[dict]:
-    """Gold terms (CSV: term, kind, tier); ``core`` terms count for recall, all for precision."""
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise CorpusError(f"{path}: gold list not found (dictionary.gold in params.yaml)") from None
-    for number, row in enumerate(rows, start=2):
-        if not row.get("term") or row.get("tier") not in {"core", "valid"}:
-            raise CorpusError(f"{path}: line {number}: needs a term and tier 'core' or 'valid' (got {row})")
-    return rows
-
-
-def gold_covered(term: str, matcher: AnchorMatcher) -> bool:
-    """A gold term is recalled when every name word of it falls inside a dictionary match, i.e.
-    the blocks stage would translate all of it (``Mrs. Hudson`` is covered by ``Hudson``)."""
-    spans = matcher.find(term)
-    position, covered = 0, True
-    for word in name_words(term):
-        start = term.index(word, position)
-        position = start + len(word)
-        covered &= any(s.start <= start and position <= s.end for s in spans)
-    return covered and bool(name_words(term))
-
-
-def _phrase_in(shorter: str, longer: str) -> bool:
-    return f" {shorter.lower()} " in f" {longer.lower()} "
-
-
-def gold_metrics(dictionary: pd.DataFrame, gold: list[dict], precision_at: int) -> dict:
-    """Recall over the core gold terms; precision of the top ``precision_at`` anchors by rank
-    (an anchor is right when it is a gold term, or a phrase of one, or contains one)."""
-    matcher = AnchorMatcher(dictionary["anchor"])
-    core = [g["term"] for g in gold if g["tier"] == "core"]
-    missed = [t for t in core if not gold_covered(t, matcher)]
-    terms = [g["term"] for g in gold]
-    top = dictionary.sort_values("rank", kind="stable").head(precision_at)["anchor"].tolist()
-    wrong = [a for a in top if not any(_phrase_in(a, t) or _phrase_in(t, a) for t in terms)]
-    return {
-        "core_terms": len(core), "recall": round(1 - len(missed) / len(core), 4) if core else None,
-        "missed": missed, f"precision_at_{precision_at}": round(1 - len(wrong) / len(top), 4) if top else None,
-        "false_positives": wrong,
-    }
-
-
 def _translate_new(params: Params, proposed: pd.DataFrame, candidates: pd.DataFrame, documents: pd.DataFrame, root: Path):
     """The ``propose`` callback for added or renamed keys, consistent with the proposal: the
     offline proposer is given every anchor so shared name words keep their substitutes."""
@@ -127,8 +83,11 @@ def _translate_new(params: Params, proposed: pd.DataFrame, candidates: pd.DataFr
     def propose(wanted: list[tuple[str, str]]) -> dict[str, tuple[list[str], str]]:
         new = [AnchorRequest(anchor, kind) for anchor, kind in wanted]
         names = dict(zip(candidates["anchor"], candidates["part_of"]))
+        genders = dict(zip(candidates["anchor"], candidates["gender"]))
         existing = [
-            AnchorRequest(row.anchor, row.kind, tuple(row.variants) + tuple(names.get(row.anchor, [])))
+            AnchorRequest(
+                row.anchor, row.kind, tuple(row.variants) + tuple(names.get(row.anchor, [])), genders.get(row.anchor, "")
+            )
             for row in proposed.itertuples(index=False) if row.anchor not in {a for a, _ in wanted}
         ]
         requests = existing + new if proposer.name == "offline" else new
@@ -175,12 +134,15 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
         "coverage": round(coverage, 6),
         "forget_tokens": tokens,
     }
+    ranked = dictionary.sort_values("rank", kind="stable")["anchor"].tolist()
     if settings.gold:
-        metrics["gold"] = gold_metrics(dictionary, read_gold(root / settings.gold), settings.precision_at)
+        metrics["gold"] = {
+            Path(path).stem: gold_metrics(ranked, read_gold(root / path), settings.precision_at) for path in settings.gold
+        }
     atomic_write_text(root / METRICS, json.dumps(metrics, indent=2) + "\n")
     summary = {k: metrics[k] for k in ("anchors", "coverage", "rejected_by_review")}
-    if "gold" in metrics:
-        summary |= {"recall": metrics["gold"]["recall"], "precision": metrics["gold"][f"precision_at_{settings.precision_at}"]}
+    for name, scores in metrics.get("gold", {}).items():
+        summary |= {f"recall_{name}": scores["recall"], f"precision_{name}": scores[f"precision_at_{settings.precision_at}"]}
     return summary
 
 

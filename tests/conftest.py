@@ -140,8 +140,6 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "labels", root / "labels")
-    (root / "tests" / "data").mkdir(parents=True)
-    shutil.copy(REPO / "tests" / "data" / "sherlock_gold_anchors.csv", root / "tests" / "data")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     (root / "corpora" / "forget").mkdir(parents=True)
     (root / "corpora" / "retain").mkdir(parents=True)
@@ -157,6 +155,7 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "anchors:\n  min_count: 2\n  ner_processes: 1\n"
         "translations:\n  seed: 0\n"
         "dictionary:\n  gold: null\n"
+        "anchor_check:\n  domains: []\n"
         "blocks:\n  block_size: 32\n  min_block_tokens: 8\n"
         "reinforce:\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
         "generic_labels:\n  top_k: 4\n"
@@ -293,8 +292,9 @@ def write_block_inputs(root: Path, confidence: dict[str, list[float]] | None = N
     }), DICTIONARY, stage="dictionary", root=root)
 
 
-# --- a local OpenAI-compatible chat server ----------------------------------------------------
+# --- a real OpenAI-compatible chat endpoint on loopback (proposer tests) ----------------------
 
+CHAT_API_KEY = "sk-test-secret-4242"  # the key a test proposer sends to chat_server
 Reply = Callable[[dict], tuple[int, str]]
 
 

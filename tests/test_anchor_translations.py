@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from schemas.anchors import ANCHOR_CANDIDATES, ANCHOR_TRANSLATIONS
 from schemas.corpus import DOCUMENTS
 from tests.conftest import chat_server, completion
 
+FEMALE_NAMES = {
+    n for code in ("en_GB", "en_US", "en_IE", "en_NZ")
+    for n in importlib.import_module(f"faker.providers.person.{code}").Provider.first_names_female
+}
 # The corpora name most of faker's people: a stage that forgot the corpora's words would pick one.
 CROWD = sorted({*BritishNames.last_names, *BritishNames.first_names_female, *BritishNames.first_names_male})
 FORGET = (
@@ -24,8 +29,9 @@ FORGET = (
     "He had read The Grey Lantern twice."
 )
 RETAIN = "It is a truth universally acknowledged. " + " and ".join(CROWD) + " came to the ball."
-CANDIDATES = [  # (anchor, kind, variants)
+CANDIDATES = [  # (anchor, kind, variants[, gender])
     ("Fenwick", "person", ["Fenwick", "Mr. Fenwick", "Fenwick's"]),
+    ("Tansy", "person", ["Tansy"], "female"),
     ("Inspector Brackwell", "person", ["Inspector Brackwell", "Brackwell"]),
     ("Brackwell", "person", ["Brackwell"]),
     ("Fenwick Street", "place", ["Fenwick Street"]),
@@ -39,14 +45,14 @@ def write_inputs(root: Path, candidates=CANDIDATES) -> None:
     for corpus, text in (("forget", FORGET), ("retain", RETAIN)):
         docs.append({
             "doc_id": f"{corpus}:book.txt", "corpus": corpus, "source": f"corpora/{corpus}/book.txt", "record": 0,
-            "text": text, "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "title": "", "text": text, "n_chars": len(text), "sha256": hashlib.sha256(text.encode()).hexdigest(),
         })
     write_dataset(pd.DataFrame(docs), DOCUMENTS, stage="test", root=root)
     rows = [
         {"anchor": anchor, "kind": kind, "variants": variants, "forget_count": 5, "reference_count": 0,
          "capitalised_ratio": 1.0, "score": 10.0 - rank, "rank": rank + 1, "example_passages": [],
-         "signals": ["log_odds"], "ner_labels": [], "part_of": []}
-        for rank, (anchor, kind, variants) in enumerate(candidates)
+         "signals": ["log_odds"], "ner_labels": [], "part_of": [], "gender": gender[0] if gender else ""}
+        for rank, (anchor, kind, variants, *gender) in enumerate(candidates)
     ]
     write_dataset(pd.DataFrame(rows), ANCHOR_CANDIDATES, stage="test", root=root)
 
@@ -62,8 +68,8 @@ def test_the_stage_writes_one_valid_row_per_candidate_avoiding_the_corpora_words
 
     out = read_dataset("anchor_translations", tmp_path)
     ANCHOR_TRANSLATIONS.model.validate(out)
-    assert out["anchor"].tolist() == [anchor for anchor, _, _ in CANDIDATES]  # rank order
-    assert out["kind"].tolist() == [kind for _, kind, _ in CANDIDATES]
+    assert out["anchor"].tolist() == [anchor for anchor, *_ in CANDIDATES]  # rank order
+    assert out["kind"].tolist() == [kind for _, kind, *_ in CANDIDATES]
     assert set(out["proposer"]) == {"offline"}
     assert all(len(ts) == 3 and len(set(ts)) == 3 for ts in out["translations"])
 
@@ -77,6 +83,8 @@ def test_the_stage_writes_one_valid_row_per_candidate_avoiding_the_corpora_words
     for i in range(3):  # one world: Fenwick is one substitute everywhere
         assert translations["Fenwick Street"][i] == translations["Fenwick"][i] + " Street"
         assert translations["Inspector Brackwell"][i] == "Inspector " + translations["Brackwell"][i]
+        # "Tansy" is in no name list; the pronouns mined after it say she is a woman.
+        assert translations["Tansy"][i] in FEMALE_NAMES
 
     assert summary["anchors"] == len(CANDIDATES) and summary["rejects"] == 0
     assert read_manifest("anchor_translations", tmp_path)["params"] == {

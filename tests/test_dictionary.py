@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from pipeline import anchor_candidates, anchor_translations, baseline_model, dictionary, ingest
 from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.review.corrections import CorrectionsError
-from pipeline.errors import CorpusError
-from pipeline.params import load_params
+from pipeline.params import DictionaryParams, load_params
 from pipeline.store import read_dataset, read_manifest
 from tests.conftest import train_tiny_tokenizer
 
@@ -20,15 +18,12 @@ from tests.conftest import train_tiny_tokenizer
 @pytest.fixture(scope="module")
 def anchored(tmp_path_factory, tiny_model_dir: Path) -> Path:
     """The small project up to anchor_translations (stages called directly, no DVC)."""
-    import shutil
-
-    from tests.conftest import REPO, SMALL_FORGET, SMALL_RETAIN
+    from tests.conftest import SMALL_FORGET, SMALL_RETAIN
 
     root = tmp_path_factory.mktemp("anchored")
     (root / "corpora").mkdir()
     (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 2, encoding="utf-8")
     (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
-    shutil.copytree(REPO / "tests" / "data", root / "gold")
     (root / "params.yaml").write_text(
         "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
         f"baseline:\n  source: {tiny_model_dir}\n"
@@ -110,33 +105,6 @@ def test_malformed_corrections_fail_and_leave_the_dictionary_as_it_was(anchored:
     assert "Fenwick" in set(read_dataset("dictionary", anchored)["anchor"])
 
 
-def _frame(anchors: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"anchor": anchors, "rank": range(1, len(anchors) + 1)})
-
-
-def test_gold_recall_needs_every_name_word_translated():
-    matcher = AnchorMatcher(["Hudson", "Sherlock", "Holmes"])
-    assert dictionary.gold_covered("Mrs. Hudson", matcher)
-    assert dictionary.gold_covered("Sherlock Holmes", matcher)
-    assert not dictionary.gold_covered("Mary Morstan", matcher)
-    assert not dictionary.gold_covered("Mycroft Holmes", matcher)  # "Mycroft" would survive
-
-
-def test_gold_metrics_recall_and_precision_by_hand():
-    gold = [
-        {"term": "Sherlock Holmes", "kind": "person", "tier": "core"},
-        {"term": "Baker Street", "kind": "place", "tier": "core"},
-        {"term": "Irene Adler", "kind": "person", "tier": "core"},
-        {"term": "Toby", "kind": "person", "tier": "valid"},
-    ]
-    frame = _frame(["Holmes", "Sherlock", "Baker Street", "London", "Toby", "Adler"])
-    metrics = dictionary.gold_metrics(frame, gold, precision_at=4)
-    assert metrics["missed"] == ["Irene Adler"]
-    assert metrics["recall"] == round(2 / 3, 4)
-    assert metrics["false_positives"] == ["London"]
-    assert metrics["precision_at_4"] == 0.75  # top 4 by rank: Holmes, Sherlock, Baker Street, London
-
-
 def test_token_coverage_counts_tokens_overlapping_anchors(tmp_path: Path):
     tokenizer = train_tiny_tokenizer(tmp_path, ["Quillby met Fenwick at the hall."] * 50)
     text = "Quillby met Fenwick at the hall."
@@ -147,10 +115,20 @@ def test_token_coverage_counts_tokens_overlapping_anchors(tmp_path: Path):
     assert share == expected / total
 
 
-def test_gold_list_errors_name_the_file_and_line(tmp_path: Path):
-    path = tmp_path / "gold.csv"
-    path.write_text("term,kind,tier\nHolmes,person,core\nWatson,person,maybe\n")
-    with pytest.raises(CorpusError, match=r"gold.csv: line 3"):
-        dictionary.read_gold(path)
-    with pytest.raises(CorpusError, match="not found"):
-        dictionary.read_gold(tmp_path / "missing.csv")
+def test_every_gold_list_is_scored_in_the_metrics(anchored: Path):
+    (anchored / "labels" / "anchors" / "corrections.jsonl").unlink(missing_ok=True)
+    gold = anchored / "gold_lantern.csv"
+    gold.write_text(
+        "# The invented lantern story's names, written by hand.\nterm,kind,tier\n"
+        "Inspector Brackwell,person,core\nMr. Quillby,person,core\nMoonrise,person,core\nFenwick Street,place,valid\n",
+        encoding="utf-8",
+    )
+    params = load_params(anchored / "params.yaml").model_copy(
+        update={"dictionary": DictionaryParams(gold=[str(gold.relative_to(anchored))], precision_at=3)}
+    )
+    summary = dictionary.run(params, root=anchored)
+    scores = json.loads((anchored / "metrics" / "anchors.json").read_text())["gold"]["gold_lantern"]
+    assert scores["core_terms"] == 3
+    assert scores["missed"] == ["Moonrise"]  # no such name in the story
+    assert scores["recall"] == round(2 / 3, 4) == summary["recall_gold_lantern"]
+    assert "precision_at_3" in scores

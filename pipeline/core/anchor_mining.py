@@ -3,7 +3,7 @@
 The forget corpus is compared with the reference (retain) corpora and with general English
 (wordfreq). Candidates are runs of capitalised words and their n-grams; each is scored with the
 weighted log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008,
-"Fightin' Words"), and kept only if it passes the hygiene rules in :func:`hygiene_reason`.
+"Fightin' Words"); :mod:`pipeline.core.anchor_selection` decides which become anchors.
 Nothing here knows about any particular book.
 """
 
@@ -15,35 +15,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Honorifics: part of a name's surface ("Mr. Holmes") but never an anchor by themselves.
-TITLES = frozenset(
-    "Mr Mr. Mrs Mrs. Ms Ms. Miss Master Dr Dr. Doctor Sir Dame Lady Lord Colonel Col. Captain Capt. "
-    "Inspector Professor Prof. Sergeant Sgt. Major General Lieutenant Lieut. Admiral Reverend Rev. "
-    "Father Mother Brother Sister Uncle Aunt Count Countess Baron Baroness Duke Duchess Earl Marquis "
-    "King Queen Prince Princess Madame Mme. Mademoiselle Mlle. Monsieur M. Herr Frau Signor Signora "
-    "Constable Superintendent Judge Justice Senator Governor President Mister Missus "
-    # Forms of address ("His Majesty", "Your Excellency") behave like titles.
-    "Majesty Excellency Highness Lordship Ladyship Grace Honour Worship".split()
+from pipeline.core.lexicon import (
+    ABBREVIATIONS, HEADING_SMALL_WORDS, NAME_CONNECTORS, NUMBER_SUFFIXES, POSSESSIVE_SUFFIXES, TITLES,
+    is_roman_numeral,
 )
-# Abbreviations whose dot ends no sentence ("Mr. Holmes", "Neville St. Clair"); kept in surfaces.
-ABBREVIATIONS = frozenset(w[:-1] for w in TITLES if w.endswith(".")) | frozenset(
-    "Mr Mrs Ms Dr St Mt Ft Col Capt Prof Sgt Lieut Rev Mme Mlle Gen Hon Jr Sr Messrs".split()
-)
-# Lower-case words allowed inside a capitalised run when a capitalised word follows.
-CONNECTORS = frozenset("of the de von van du la le del da di".split())
-# Words that form names of places with a specific first part ("Baker Street").
-PLACE_WORDS = frozenset(
-    "Street Road Lane Square Place Terrace Gardens Garden Hall House Lodge Manor Abbey Grange Court "
-    "Park Hill Bridge Station Hotel Inn Moor Yard Club Hospital College Church Chapel Cottage Farm "
-    "Tower Castle River Valley Wood Woods Common Green Row Crescent Avenue Mews Walk Hill Mill "
-    "Towers Villa Priory Cross Heath Downs Marsh Bay Island Harbour Dock Docks Wharf Buildings".split()
-)
+
 GENERIC_HEADINGS = re.compile(
     r"^(?:chapter|part|book|volume|vol\.?|preface|contents|table of contents|introduction|prologue|"
     r"epilogue|appendix|conclusion|index|the end|finis|letter|note|notes)\b[\s\w.]*$",
     re.IGNORECASE,
 )
-_ROMAN = re.compile(r"^[IVXLCDM]+\.?$")
+_ALPHANUMERIC = re.compile(r"(?<![\w'’\-])(?:\d+[^\W\d_]+|[^\W\d_]+\d+)[^\W_]*(?![\w'’\-])")
 _WORD = re.compile(r"[^\W\d_]+(?:['’\-][^\W\d_]+)*(?:['’]s?)?")
 _SENTENCE_END = re.compile(r"(?:[.!?:;]|--|—)[\"'”’)\]]*\s*$")
 # An opening quote or bracket: straight quotes only when not right after punctuation ('," said').
@@ -76,7 +58,7 @@ def tokenize(text: str) -> list[Token]:
     for match in _WORD.finditer(text):
         word, start = match.group(0), match.start()
         possessive = False
-        for suffix in ("'s", "’s", "'", "’"):
+        for suffix in POSSESSIVE_SUFFIXES:
             # A bare apostrophe is possessive only after an s ("Holmes'"); else a closing quote.
             if word.endswith(suffix) and len(word) > len(suffix) and (len(suffix) == 2 or word[-2] in "sS"):
                 word, possessive = word[: -len(suffix)], True
@@ -103,7 +85,7 @@ def _capital_after_connectors(tokens: list[Token], index: int) -> bool:
     for token in tokens[index + 1:]:
         if not token.joined:
             return False
-        if token.text not in CONNECTORS:
+        if token.text not in NAME_CONNECTORS:
             return is_capitalised(token.text)
     return False
 
@@ -118,7 +100,7 @@ def capitalised_runs(tokens: list[Token], *, ordinary: set[str]) -> list[list[To
     current: list[Token] = []
 
     def close() -> None:
-        while current and current[-1].text in CONNECTORS:
+        while current and current[-1].text in NAME_CONNECTORS:
             current.pop()
         if current and current[0].sentence_initial and current[0].text.lower() in ordinary:
             current.pop(0)
@@ -131,7 +113,7 @@ def capitalised_runs(tokens: list[Token], *, ordinary: set[str]) -> list[list[To
         continues = bool(current) and token.joined and not current[-1].possessive
         if capital and continues:
             current.append(token)
-        elif token.text in CONNECTORS and continues and _capital_after_connectors(tokens, index):
+        elif token.text in NAME_CONNECTORS and continues and _capital_after_connectors(tokens, index):
             current.append(token)
         else:
             close()
@@ -155,7 +137,7 @@ def canonical(text: str) -> str:
     """ALL-CAPS forms fold into the mixed-case key (``SHERLOCK HOLMES`` -> ``Sherlock Holmes``)."""
     if text.isupper() and sum(ch.isalpha() for ch in text) > 1:
         return " ".join(
-            w.lower() if w.lower() in CONNECTORS and i else w[:1] + w[1:].lower()
+            w.lower() if w.lower() in NAME_CONNECTORS and i else w[:1] + w[1:].lower()
             for i, w in enumerate(text.split(" "))
         )
     return text
@@ -163,13 +145,18 @@ def canonical(text: str) -> str:
 
 @dataclass
 class NgramStats:
-    """Occurrences of capitalised n-grams in one corpus."""
+    """Occurrences of capitalised n-grams (and alphanumeric names) in one corpus."""
 
     count: Counter = field(default_factory=Counter)
     mid_sentence: Counter = field(default_factory=Counter)
     possessive: Counter = field(default_factory=Counter)
     passages: dict = field(default_factory=lambda: defaultdict(list))
     tokens: int = 0
+    top_document: Counter = field(default_factory=Counter)
+    """Per key, its occurrences in the one document that uses it most (with ``documents=True``)."""
+    documents: int = 0
+    alphanumeric: set = field(default_factory=set)
+    """Keys that are alphanumeric names ("221b"), not capitalised words."""
 
 
 def is_abbreviation(word: str) -> bool:
@@ -181,33 +168,65 @@ def ngrams_of(run: list[Token], max_n: int) -> Iterable[tuple[int, int]]:
     """``(i, j)`` of the n-grams of a run that neither start nor end with a connector, nor end
     with an abbreviation or initial ("Enoch J" is no name)."""
     for i in range(len(run)):
-        if run[i].text in CONNECTORS:
+        if run[i].text in NAME_CONNECTORS:
             continue
         for j in range(i + 1, min(len(run), i + max_n) + 1):
             last = run[j - 1].text
-            if last not in CONNECTORS and not (is_abbreviation(last) and j - i > 1):
+            if last not in NAME_CONNECTORS and not (is_abbreviation(last) and j - i > 1):
                 yield i, j
 
 
+def alphanumeric_names(text: str) -> list[str]:
+    """Tokens that join digits and letters into a name ("221b", "B24"), not into an ordinal, a
+    sum of money or a measure ("4th", "23d", "10s"; :data:`~pipeline.core.lexicon.NUMBER_SUFFIXES`)."""
+    names = []
+    for match in _ALPHANUMERIC.finditer(text):
+        token = match.group(0)
+        suffix = token.lstrip("0123456789")
+        if (token[0].isdigit() and suffix.lower() in NUMBER_SUFFIXES) or token[0].islower():
+            continue
+        names.append(token)
+    return names
+
+
 def count_ngrams(
-    passages: Iterable[tuple[str, str]], *, max_n: int, ordinary: set[str], examples: int = 3
+    passages: Iterable[tuple[str, str]], *, max_n: int, ordinary: set[str], examples: int = 3,
+    documents: bool = False,
 ) -> NgramStats:
-    """Count capitalised n-grams of ``(passage_id, text)`` pairs (keys folded by :func:`canonical`)."""
+    """Count capitalised n-grams and alphanumeric names of ``(passage_id, text)`` pairs.
+
+    Keys are folded by :func:`canonical`. With ``documents``, also the count of each key in the
+    document that uses it most (``top_document``; a passage id is ``<doc_id>#<index>``).
+    """
     stats = NgramStats()
+    per_document: dict[str, Counter] = defaultdict(Counter)
     for passage_id, text in passages:
         tokens = tokenize(text)
         stats.tokens += len(tokens)
+        keys: list[tuple[str, bool, bool]] = []  # (key, mid-sentence, possessive)
         for run in capitalised_runs(tokens, ordinary=ordinary):
             for i, j in ngrams_of(run, max_n):
-                key = canonical(surface(run[i:j]))
-                stats.count[key] += 1
-                if not run[i].sentence_initial:
-                    stats.mid_sentence[key] += 1
-                if run[j - 1].possessive:
-                    stats.possessive[key] += 1
-                seen = stats.passages[key]
-                if len(seen) < examples and (not seen or seen[-1] != passage_id):
-                    seen.append(passage_id)
+                keys.append((canonical(surface(run[i:j])), not run[i].sentence_initial, run[j - 1].possessive))
+        for name in alphanumeric_names(text):
+            stats.alphanumeric.add(name)
+            keys.append((name, True, False))
+        document = per_document[passage_id.rsplit("#", 1)[0]] if documents else None
+        for key, mid_sentence, possessive in keys:
+            stats.count[key] += 1
+            if mid_sentence:
+                stats.mid_sentence[key] += 1
+            if possessive:
+                stats.possessive[key] += 1
+            if document is not None:
+                document[key] += 1
+            seen = stats.passages[key]
+            if len(seen) < examples and (not seen or seen[-1] != passage_id):
+                seen.append(passage_id)
+    stats.documents = len(per_document)
+    for counts in per_document.values():
+        for key, count in counts.items():
+            if count > stats.top_document[key]:
+                stats.top_document[key] = count
     return stats
 
 
@@ -253,7 +272,7 @@ def prior_alpha(zipf: float, alpha0: float, floor: float = 0.5) -> float:
 
 def name_words(key: str) -> list[str]:
     """The words of a key that carry its identity (no titles, no connectors)."""
-    return [w for w in key.split(" ") if w not in TITLES and w.lower() not in CONNECTORS]
+    return [w for w in key.split(" ") if w not in TITLES and w.lower() not in NAME_CONNECTORS]
 
 
 def is_heading(line: str) -> bool:
@@ -261,7 +280,7 @@ def is_heading(line: str) -> bool:
     words = line.split()
     if not 2 <= len(words) <= 10 or line[-1] in ".,;:!?\"'":
         return False
-    content = [w for w in words if w.lower() not in CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with"}]
+    content = [w for w in words if w.lower() not in HEADING_SMALL_WORDS]
     return bool(content) and all(is_capitalised(w) or not w[:1].isalpha() for w in content)
 
 
@@ -269,14 +288,20 @@ def heading_key(line: str) -> str | None:
     """The canonical key of a heading line, or None for generic headings (``CHAPTER IV``)."""
     line = " ".join(line.split())
     # "VII. THE DEATH OF A HERO" and its contents line "The Death of a Hero" are one title.
-    line = re.sub(r"^(?:[IVXLCDM]+|\d+)[.:)]?\s+(?=\S)", "", line)
+    number, _, rest = line.partition(" ")
+    if rest and (is_roman_numeral(number.rstrip(".:)")) or number.rstrip(".:)").isdigit()):
+        line = rest
     if not is_heading(line) or GENERIC_HEADINGS.match(line):
         return None
-    if all(_ROMAN.match(w) or w.lower() in CONNECTORS for w in line.split()):
+    if all(is_roman_numeral(w) or w.lower() in NAME_CONNECTORS for w in line.split()):
         return None
     # One key for "A STUDY IN SCARLET" (heading) and "A Study In Scarlet" (contents).
-    small = CONNECTORS | {"a", "an", "in", "on", "at", "to", "for", "with", "and", "or", "by"}
     return " ".join(
-        w.lower() if (i and w.lower() in small) else (w[:1] + w[1:].lower() if line.isupper() else w)
+        w.lower() if (i and w.lower() in HEADING_SMALL_WORDS) else (_capitalise_parts(w) if line.isupper() else w)
         for i, w in enumerate(line.split())
     )
+
+
+def _capitalise_parts(word: str) -> str:
+    # "PINCE-NEZ" -> "Pince-Nez", "STOCK-BROKER'S" -> "Stock-Broker's": as a contents line writes it.
+    return "-".join(part[:1] + part[1:].lower() for part in word.split("-"))

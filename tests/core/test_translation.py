@@ -1,37 +1,29 @@
-"""pipeline/core/translation.py: generic translations of anchors, on tiny inline anchor sets."""
+"""pipeline/core/translation.py and pipeline/core/offline_proposer.py: generic translations of anchors, on tiny inline anchor sets."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from faker.providers.person.en_GB import Provider as BritishNames
 
-from pipeline.params import OpenAIProposerParams, TranslationParams
+from pipeline.core.offline_proposer import OfflineProposer
 from pipeline.core.translation import (
-    AnchorRequest,
-    OfflineProposer,
-    OpenAICompatibleProposer,
-    ProposerError,
-    collect_proposals,
-    forbidden_vocabulary,
-    make_proposer,
-    propose_translations,
-    word_keys,
+    AnchorRequest, ProposerError, forbidden_vocabulary, propose_translations, word_keys,
 )
-from tests.conftest import REPO, chat_server, completion
+from tests.conftest import REPO
 
 N = 4
 NONE: frozenset[str] = frozenset()
-FEMALE = set(BritishNames.first_names_female)
-MALE = set(BritishNames.first_names_male)
-SURNAMES = set(BritishNames.last_names)
+# First names of faker's English locales, as the pools take them (a name in both lists is neither).
+_LOCALES = [importlib.import_module(f"faker.providers.person.{code}").Provider for code in ("en_GB", "en_US", "en_IE", "en_NZ")]
+FEMALE = {n for p in _LOCALES for n in p.first_names_female} - {n for p in _LOCALES for n in p.first_names_male}
+MALE = {n for p in _LOCALES for n in p.first_names_male} - {n for p in _LOCALES for n in p.first_names_female}
+SURNAMES = {n for p in _LOCALES for n in p.last_names}  # a superset of the pool (en_GB, en_NZ)
 # Endings of English place names; the place-word generator builds on them.
 PLACE_ENDINGS = ("ford", "bury", "ley", "ton", "ham", "wick", "field", "worth", "stead", "combe", "mouth",
                  "by", "thorpe", "dale", "well", "borough", "den", "hurst", "cote", "stow", "brook",
@@ -163,7 +155,9 @@ def test_places_look_like_places_and_keep_their_generic_words():
     for i in range(N):
         baker = out["Baker"][i]
         assert out["Baker Street"][i] == f"{baker} Street"
-        assert out["221B Baker Street"][i] == f"221B {baker} Street"
+        # the house number becomes another of three digits; its letter and "Street" stay
+        assert re.fullmatch(rf"[1-9]\d\dB {baker} Street", out["221B Baker Street"][i])
+        assert not out["221B Baker Street"][i].startswith("221B")
         upper, norwood = out["Upper Norwood"][i].split()
         assert upper == "Upper"
         for word in (baker, norwood):
@@ -224,6 +218,65 @@ def test_gender_of_first_names_is_kept():
         assert out["Mr. Jabez Wilkes"][i].split()[1] in MALE
 
 
+def test_pronouns_tell_the_gender_of_a_first_name_no_list_or_title_knows():
+    requests = [
+        AnchorRequest("Huckle Finnegan", "person", (), "male"),  # "Huckle": in no name list
+        AnchorRequest("Lizzy", "person", (), "female"),          # a bare name: a first name
+        AnchorRequest("Mr. Jabez Wilkes", "person", (), "female"),  # the title outweighs pronouns
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Huckle Finnegan"][i].split()[0] in MALE
+        assert out["Lizzy"][i] in FEMALE
+        assert out["Mr. Jabez Wilkes"][i].split()[1] in MALE
+
+
+def test_a_bare_name_keeps_its_role():
+    requests = [
+        AnchorRequest("Darcy", "person", ("Mr. Darcy",), "male"),  # after Mr.: a surname, though a US first name
+        AnchorRequest("Polly", "person", ("Aunt Polly",)),         # after Aunt: a female first name
+        AnchorRequest("Thornleigh", "person", ("Mrs. Thornleigh",)),  # after Mrs.: a surname
+        AnchorRequest("Wimsey", "person", ("Miss Wimsey",)),          # never after Mr./Mrs.: a first name
+        AnchorRequest("Wiggleby", "person", ("Wiggleby",)),           # no gender known: a surname
+        AnchorRequest("Collinses", "person"), AnchorRequest("Collins", "person", ("Mr. Collins",)),
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Darcy"][i] in SURNAMES
+        assert out["Polly"][i] in FEMALE
+        assert out["Thornleigh"][i] in SURNAMES
+        assert out["Wimsey"][i] in FEMALE  # "Miss" says she is a woman
+        assert out["Wiggleby"][i] in SURNAMES
+        # a family plural is the plural of the surname's substitute
+        assert out["Collinses"][i] in {out["Collins"][i] + "s", out["Collins"][i] + "es"}
+
+
+def test_a_surname_stays_a_surname_whatever_other_names_hold_it():
+    requests = [
+        # "of" ends a person's name: "Gregson" is no first name of "Scotland".
+        AnchorRequest("Gregson", "person", ("Inspector Gregson", "Gregson of Scotland Yard", "Tobias Gregson")),
+        # After "Dr." a surname, though another man is called "Mortimer Tregennis".
+        AnchorRequest("Mortimer", "person", ("Dr. Mortimer", "Mortimer Tregennis")),
+        AnchorRequest("Tregennis", "person"),
+    ]
+    out = offline(requests)
+    for i in range(N):
+        assert out["Gregson"][i] in SURNAMES and out["Mortimer"][i] in SURNAMES
+
+
+def test_numbers_of_a_name_become_other_numbers_of_as_many_digits():
+    out = offline([AnchorRequest("221b", "place"), AnchorRequest("Lodge 341", "organisation")], n=3)
+    for world, translation in enumerate(out["221b"]):
+        assert re.fullmatch(r"[1-9]\d\db", translation) and translation != "221b"
+    assert all(re.fullmatch(r"Lodge [1-9]\d\d", t) and t != "Lodge 341" for t in out["Lodge 341"])
+    assert len(set(out["Lodge 341"])) > 1
+
+
+def test_a_request_refuses_an_unknown_gender():
+    with pytest.raises(ValueError, match="gender"):
+        AnchorRequest("Huck", "person", (), "boy")
+
+
 def test_initials_map_to_other_initials_and_roman_numerals_stay():
     out = offline([AnchorRequest("John H. Watson", "person"), AnchorRequest("Charles II", "person")])
     for translation in out["John H. Watson"]:
@@ -275,124 +328,3 @@ def test_propose_translations_keeps_input_order_and_refuses_bad_proposer_output(
         propose_translations(requests, proposer=ShortProposer(), n=2, seed=0, forbidden=NONE)
     with pytest.raises(ValueError, match="twice"):
         propose_translations([HOLMES[2], HOLMES[2]], proposer=OfflineProposer(), n=2, seed=0, forbidden=NONE)
-
-
-def test_make_proposer_reads_the_key_from_env_file(tmp_path: Path, monkeypatch):
-    assert make_proposer(TranslationParams(), root=tmp_path).name == "offline"
-    monkeypatch.delenv("WHP_TEST_KEY", raising=False)
-    (tmp_path / ".env").write_text("WHP_TEST_KEY=sk-from-dotenv\n")
-    settings = TranslationParams(
-        proposer="openai", openai={"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "WHP_TEST_KEY"}
-    )
-    proposer = make_proposer(settings, root=tmp_path)
-    assert isinstance(proposer, OpenAICompatibleProposer) and proposer.name == "openai:m"
-    assert proposer._api_key == "sk-from-dotenv"
-    assert "sk-from-dotenv" not in repr(proposer)
-
-
-# ---------------------------------------------------------------------------------------------
-# OpenAI-compatible proposer against a real local HTTP server
-# ---------------------------------------------------------------------------------------------
-
-API_KEY = "sk-test-secret-4242"
-def openai_proposer(base_url: str, batch_size: int = 2) -> OpenAICompatibleProposer:
-    settings = OpenAIProposerParams(base_url=base_url, model="test-model", timeout_s=5, batch_size=batch_size)
-    return OpenAICompatibleProposer(settings, API_KEY)
-
-
-REQUESTS = [
-    AnchorRequest("Mr. Jonathan Pike", "person"), AnchorRequest("Pike", "person"),
-    AnchorRequest("Greyholt", "place"), AnchorRequest("Tessaly Row", "place"),
-]
-GOOD = {
-    "Mr. Jonathan Pike": ["Mr. Edward Hale", "Mr. Walter Finch"], "Pike": ["Hale", "Finch"],
-    "Greyholt": ["Ambridge", "Lowmoor"], "Tessaly Row": ["Carden Row", "Vessey Row"],
-}
-
-
-def test_good_replies_are_used_in_batches_with_the_key_as_bearer_token():
-    content = "Here you are:\n```json\n" + json.dumps(GOOD) + "\n```"
-    with chat_server(lambda body: completion(content)) as (url, seen):
-        result = collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=3, forbidden=NONE)
-    assert {p.anchor: list(p.translations) for p in result} == GOOD
-    assert {p.proposer for p in result} == {"openai:test-model"} and not any(p.refused for p in result)
-    assert len(seen) == 2  # four anchors, batches of two, Pike's entity kept together
-    assert {r["path"] for r in seen} == {"/v1/chat/completions"}
-    assert {r["authorization"] for r in seen} == {f"Bearer {API_KEY}"}
-    assert seen[0]["body"]["model"] == "test-model" and seen[0]["body"]["seed"] == 3
-    assert "Mr. Jonathan Pike" in seen[0]["body"]["messages"][-1]["content"]
-
-
-@pytest.mark.parametrize("bad, reason", [
-    (["Hale"], "1 translations"),
-    (["Pike", "Finch"], "equals the anchor"),
-    (["Sutton", "Finch"], "Sutton"),  # a capitalised word of the corpora
-    (None, "missing"),
-])
-def test_a_bad_entry_falls_back_to_offline_for_its_whole_entity_and_is_marked(bad, reason):
-    reply = {**GOOD, "Pike": bad}
-    if bad is None:
-        del reply["Pike"]
-    forbidden = frozenset({"sutton"})
-    with chat_server(lambda body: completion(json.dumps(reply))) as (url, _):
-        result = {p.anchor: p for p in collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=0,
-                                                         forbidden=forbidden)}
-    assert result["Pike"].proposer == "offline" and reason in result["Pike"].refused
-    # Mr. Jonathan Pike shares the name Pike: it falls back too, so the entity stays consistent.
-    assert result["Mr. Jonathan Pike"].proposer == "offline" and "Pike" in result["Mr. Jonathan Pike"].refused
-    for i in range(2):
-        assert result["Mr. Jonathan Pike"].translations[i].endswith(" " + result["Pike"].translations[i])
-    for anchor in ("Greyholt", "Tessaly Row"):
-        assert result[anchor].proposer == "openai:test-model" and list(result[anchor].translations) == GOOD[anchor]
-    # the fallback never takes a substitute the model gave to another entity
-    taken = {w for anchor in ("Greyholt", "Tessaly Row") for t in GOOD[anchor] for w in word_keys(t)} - {"row"}
-    assert not taken & {w for t in result["Pike"].translations for w in word_keys(t)}
-
-
-def test_the_fallback_never_takes_a_name_the_model_gave_another_entity():
-    would_be = offline(REQUESTS, n=2)["Pike"]  # the offline substitutes of Pike, without a reply
-    reply = {**GOOD, "Greyholt": would_be}
-    del reply["Pike"]
-    with chat_server(lambda body: completion(json.dumps(reply))) as (url, _):
-        result = {p.anchor: p for p in collect_proposals(REQUESTS, proposer=openai_proposer(url), n=2, seed=0,
-                                                         forbidden=NONE)}
-    assert result["Greyholt"].proposer == "openai:test-model" and list(result["Greyholt"].translations) == would_be
-    assert result["Pike"].proposer == "offline"
-    assert not set(result["Pike"].translations) & set(would_be)
-
-
-def test_a_reply_without_json_falls_back_for_the_batch():
-    with chat_server(lambda body: completion("Sorry, I cannot help with that.")) as (url, _):
-        result = propose_translations(REQUESTS, proposer=openai_proposer(url, batch_size=10), n=2, seed=0,
-                                      forbidden=NONE)
-    assert {name for _, _, name in result} == {"offline"}
-
-
-def test_an_http_error_raises_naming_the_url_and_status_but_never_the_key():
-    # The server echoes the Authorization header in its error body, as some proxies do.
-    def fail(body):
-        return 500, json.dumps({"error": f"internal error (auth was Bearer {API_KEY})"})
-
-    with chat_server(fail) as (url, _):
-        with pytest.raises(ProposerError) as caught:
-            openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
-    message = str(caught.value)
-    assert f"{url}/chat/completions" in message and "500" in message
-    assert API_KEY not in message
-
-
-def test_an_unreachable_endpoint_raises_naming_the_url_but_never_the_key():
-    with socket.socket() as probe:  # a port that was free a moment ago and is closed now
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/v1"
-    with pytest.raises(ProposerError) as caught:
-        openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
-    assert f"{url}/chat/completions" in str(caught.value) and "unreachable" in str(caught.value)
-    assert API_KEY not in str(caught.value)
-
-
-def test_a_non_chat_response_raises():
-    with chat_server(lambda body: (200, json.dumps({"object": "list", "data": []}))) as (url, _):
-        with pytest.raises(ProposerError, match="not a chat completion"):
-            openai_proposer(url).propose(REQUESTS, n=2, seed=0, forbidden=NONE)
