@@ -50,17 +50,16 @@ def _doc_key(source_root: Path, path: Path) -> str:
 
 
 def split_record(record: SourceRecord, listed: str) -> tuple[list[tuple[str, str, str]], list[Refusal]]:
-    """A whole-file record cut into its works: ``(id suffix, title, raw text)`` per work, and the
-    text that belongs to no work (front matter, titles never found) as refusals."""
+    """A whole-file record cut into its works: ``(id suffix, title, raw text)`` per part, and the
+    titles never found as refusals. What comes before the first work (title page, the table of
+    contents) is a part of its own, ``00-contents``: it belongs to the corpus (it names every work)."""
     try:
         works, missing = split_works(record.text)
     except ValueError as exc:
         raise CorpusError(f"{record.path}: split: contents: {exc}; set split: none for this source") from None
     refused = [Refusal(listed, "table of contents", "title never found as a heading line", title) for title in missing]
-    if works and record.text[:works[0].start].strip():
-        refused.append(Refusal(listed, f"chars 0-{works[0].start}", "front matter before the first work",
-                               record.text[:works[0].start]))
-    parts = [(f"{number:02d}-{slug(w.title)}", w.title, record.text[w.start:w.end]) for number, w in enumerate(works, 1)]
+    parts = [("00-contents", "Contents", record.text[:works[0].start])] if works else []
+    parts += [(f"{number:02d}-{slug(w.title)}", w.title, record.text[w.start:w.end]) for number, w in enumerate(works, 1)]
     return parts, refused
 
 

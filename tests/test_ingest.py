@@ -332,19 +332,20 @@ Contents of the drawer: one brass key.
 """
 
 
-def test_split_contents_makes_one_document_per_work_and_keeps_the_rest_as_rejects(tmp_path):
+def test_split_contents_makes_one_document_per_work_and_loses_nothing(tmp_path):
     (tmp_path / "corpora").mkdir()
     (tmp_path / "corpora" / "tales.txt").write_text(OMNIBUS, encoding="utf-8")
     params = parse_params({"corpus": {"forget": [{"path": "corpora/tales.txt", "split": "contents"}]}})
     summary = run(params, root=tmp_path)
     documents = read_dataset("documents", tmp_path)
-    assert documents["doc_id"].tolist() == ["forget:tales.txt:01-the-grey-lantern", "forget:tales.txt:02-the-brass-key"]
-    assert documents["title"].tolist() == ["The Grey Lantern", "The Brass Key"]
-    assert documents["text"].iloc[1] == "THE BRASS KEY\n\nContents of the drawer: one brass key."
-    rejects = read_dataset("documents_rejects", tmp_path).set_index("reason")
-    assert rejects.loc["title never found as a heading line", "record"] == "The Lost Chapter"
-    assert rejects.loc["front matter before the first work", "record"].startswith("THE COLLECTED TALES")
-    assert summary["documents"] == 2
+    assert documents["doc_id"].tolist() == [
+        "forget:tales.txt:00-contents", "forget:tales.txt:01-the-grey-lantern", "forget:tales.txt:02-the-brass-key"]
+    assert documents["title"].tolist() == ["Contents", "The Grey Lantern", "The Brass Key"]
+    assert documents["text"].iloc[0].startswith("THE COLLECTED TALES\n\nTable of contents")
+    assert documents["text"].iloc[2] == "THE BRASS KEY\n\nContents of the drawer: one brass key."
+    rejects = read_dataset("documents_rejects", tmp_path)
+    assert rejects[["reason", "record"]].values.tolist() == [["title never found as a heading line", "The Lost Chapter"]]
+    assert summary["documents"] == 3
     passages = read_dataset("passages", tmp_path)
     assert set(passages["doc_id"]) == set(documents["doc_id"])
 
