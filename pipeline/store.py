@@ -298,7 +298,9 @@ def publish_folder(tmp: Path, target: Path) -> None:
     fault_point(f"publish {target.name}")
     os.rename(tmp, target)
     fsync(target.parent)
-    remove(backup)
+    if os.path.lexists(backup):
+        fault_point(f"discard {backup.name}")
+        remove(backup)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
