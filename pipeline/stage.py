@@ -86,7 +86,7 @@ def declared_outputs(stage: str, root: Path | str = ".") -> tuple[Path, ...]:
 FAULT_AT = "WHP_FAULT_AT"
 """Environment variable: kill the process (SIGKILL) at this write step (tests/test_faults.py)."""
 FAULT_TRACE = "WHP_FAULT_TRACE"
-"""Environment variable: a file that gets one line ``<step>\\t<label>`` per write step."""
+"""Environment variable: a file that gets one line ``<step>\\t<stage>\\t<label>`` per write step."""
 _fault_steps = 0
 
 
@@ -98,7 +98,7 @@ def fault_point(label: str) -> None:
     trace = os.environ.get(FAULT_TRACE)
     if trace:
         with open(trace, "a", encoding="utf-8") as handle:
-            handle.write(f"{_fault_steps}\t{label}\n")
+            handle.write(f"{_fault_steps}\t{_active.stage if _active else '-'}\t{label}\n")
     if os.environ.get(FAULT_AT) == str(_fault_steps):
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -124,7 +124,7 @@ def test_a_kill_at_any_write_step_leaves_one_whole_generation(tmp_path: Path, zy
     shutil.copytree(tmp_path / "old", tmp_path / "traced")
     assert zygote.run(call="tests.test_stage:publish_generation", args=[str(tmp_path / "traced"), "v2", mode],
                       cwd=tmp_path, env=PINNED | {FAULT_TRACE: str(trace)}) == 0
-    steps = [line.split("\t")[1] for line in trace.read_text().splitlines()]
+    steps = [line.split("\t")[2] for line in trace.read_text().splitlines()]
     assert len(steps) >= (20 if mode == "stage" else 8), steps
 
     outcomes = []
@@ -244,7 +244,7 @@ def test_the_fault_hook_counts_steps_and_is_inert_when_unset(tmp_path: Path, mon
     monkeypatch.setenv(FAULT_TRACE, str(trace))
     monkeypatch.delenv(FAULT_AT, raising=False)
     write_dataset(_documents(GENERATIONS["v1"]), DOCUMENTS, stage="toy", root=tmp_path)
-    labels = [line.split("\t")[1] for line in trace.read_text().splitlines()]
+    labels = [line.split("\t")[2] for line in trace.read_text().splitlines()]
     assert labels[0] == "part documents/part-00000.parquet" and "commit toy" in labels
     numbers = [int(line.split("\t")[0]) for line in trace.read_text().splitlines()]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
