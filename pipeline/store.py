@@ -12,15 +12,16 @@ Writes are validated, deterministic and transactional:
   it is written, and all failures are reported in one :class:`DatasetValidationError`;
 * Parquet bytes are a pure function of the rows (fixed writer options, no timestamps);
 * no write touches its target: a dataset folder, manifest, model folder or text file is
-  *staged* next to it (``.NAME.txn-new1-<id>``), fsynced, and published by :class:`Transaction`.
-  Inside a stage (:func:`pipeline.stage.run_stage` opens the transaction) every write joins the
-  stage's transaction and nothing is published before the stage returns; then a journal is
-  written (the commit point) and every staged version is renamed over its target. Outside a
-  stage each write is its own transaction (a dataset's folder and manifest together);
-* :func:`recover` (run before every stage and every read) finishes a committed transaction
-  that a crash interrupted, removes an uncommitted one, restores a target a crash left missing
-  and removes stale temporaries. A killed stage therefore leaves its previous outputs or its new
-  ones, never a mix (docs/datasets.md, "Failures, transactions and recovery").
+  *staged* next to it (``.NAME.txn-new1-<id>``), fsynced, and published by a
+  :class:`pipeline.stage.Transaction`. Inside a stage (:func:`pipeline.stage.run_stage` opens
+  the transaction) every write joins the stage's transaction and nothing is published before
+  the stage returns; then a journal is written (the commit point) and every staged version is
+  renamed over its target. Outside a stage each write is its own transaction (a dataset's
+  folder and manifest together);
+* :func:`pipeline.stage.recover` (run before every stage and every read) finishes a committed
+  transaction that a crash interrupted, removes an uncommitted one, restores a target a crash
+  left missing and removes stale temporaries. A killed stage therefore leaves its previous
+  outputs or its new ones, never a mix (docs/datasets.md, "Failures, transactions and recovery").
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def publish_folder(tmp: Path, target: Path) -> None:
 
     Its files are made readable and fsynced. Inside a stage it joins the stage's transaction
     (renamed to its staged name now, over ``target`` at commit); outside, it is swapped in at
-    once by two renames, and a crash between them is undone by :func:`recover`.
+    once by two renames, and a crash between them is undone by :func:`pipeline.stage.recover`.
     """
     tmp, target = Path(tmp), Path(target)
     tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes

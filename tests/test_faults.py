@@ -40,6 +40,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -158,6 +159,16 @@ def _clear_resume_state(project: Path) -> None:
             shutil.rmtree(project / folder / name, ignore_errors=True)
 
 
+def _kill_steps(stage: str, steps: list[str]) -> list[int]:
+    """``KILLS`` distinct steps (1-based), seeded per stage: half of them up to the commit point
+    (where a kill must leave the older generation), the rest after it (the new one)."""
+    rng = random.Random(f"{SEED}:{stage}")
+    commit = steps.index(f"commit {stage}") + 1
+    before = rng.sample(range(1, commit + 1), min(commit, (KILLS + 1) // 2))
+    after = rng.sample(range(commit + 1, len(steps) + 1), KILLS - len(before))
+    return sorted(before + after)
+
+
 def _exercise(zygote: Zygote, project: Path, stage: str, module: str, args: list[str], logs: Path) -> dict:
     reference_raw = _raw(project, stage)
     reference = _outputs(project, stage)
@@ -179,8 +190,8 @@ def _exercise(zygote: Zygote, project: Path, stage: str, module: str, args: list
     _put(project, stage, older)
     assert launch(WHP_FAULT_TRACE=str(trace)) == 0, log.read_text()[-3000:]
     assert _outputs(project, stage) == reference, f"{stage}: a rerun over an older generation differs"
-    steps = trace.read_text().splitlines()
-    kills = sorted(random.Random(f"{SEED}:{stage}").sample(range(1, len(steps) + 1), KILLS))
+    steps = [line.split("\t")[2] for line in trace.read_text().splitlines()]
+    kills = _kill_steps(stage, steps)
 
     outcomes, labels, reruns = [], [], 0
     for step in kills:
@@ -208,13 +219,18 @@ def _exercise(zygote: Zygote, project: Path, stage: str, module: str, args: list
             "reruns": reruns}
 
 
+def _plain(label: str) -> str:
+    """A step's label without the writer's pid and random tag, the same from run to run."""
+    return re.sub(r"\.(txn-new\d+|txn-old|txn-snap|tmp)-\d+-[0-9a-f]+", lambda m: "." + re.sub(r"\d+$", "", m.group(1)), label)
+
+
 def _table(results: list[dict], seconds: float) -> str:
     lines = [
         "| stage | write steps | killed at (step: what) | after kill + recovery | rerun identical |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        where = "; ".join(f"{k}: {label}" for k, label in zip(r["kills"], r["labels"]))
+        where = "; ".join(f"{k}: {_plain(label)}" for k, label in zip(r["kills"], r["labels"]))
         outcome = ", ".join(f"{r['outcomes'].count(o)} {o}" for o in ("old", "new") if o in r["outcomes"])
         lines.append(f"| `{r['stage']}` | {r['steps']} | {where} | {outcome} | yes ({r['reruns']} of {r['reruns']}) |")
     kills = sum(len(r["kills"]) for r in results)
