@@ -480,7 +480,7 @@ def recover(root: Path | str = ".", *, folders: Iterable[Path] = (), names: set[
 
     A transaction whose journal is on disk is rolled forward (every target gets its new
     version), one without is rolled back (staged versions removed, file outputs written in place
-    restored). Then ``folders`` are swept (:func:`_sweep`): stale temporaries removed, a target
+    restored). Then ``folders`` are swept (:func:`sweep`): stale temporaries removed, a target
     a crash left missing restored from its backup. Transactions and temporaries whose owner
     lives are left alone, so a reader can run this while a stage works.
     """
