@@ -1,4 +1,4 @@
-"""The one writer and the one reader of every dataset.
+"""The one writer and the one reader of every dataset, and the publisher of every stage output.
 
 A dataset ``NAME`` is a folder ``data/NAME/`` of Parquet parts (``part-00000.parquet``, ...)
 plus a manifest ``data/manifests/NAME.json``. The manifest lives outside the folder so that
@@ -6,14 +6,22 @@ the folder's bytes (and so its DVC hash) depend on the data alone: a rerun that 
 rows leaves every downstream stage untouched, even though the manifest records a new code
 revision.
 
-Writes are validated and atomic:
+Writes are validated, deterministic and transactional:
 
 * every part is validated against the dataset's pandera contract with ``lazy=True`` before
   it is written, and all failures are reported in one :class:`DatasetValidationError`;
-* parts go to a hidden temporary folder that replaces ``data/NAME`` by rename only when the
-  writer closes without error, so a crashed stage leaves the previous version (or nothing),
-  never half a dataset;
-* Parquet bytes are a pure function of the rows (fixed writer options, no timestamps).
+* Parquet bytes are a pure function of the rows (fixed writer options, no timestamps);
+* no write touches its target: a dataset folder, manifest, model folder or text file is
+  *staged* next to it (``.NAME.txn-new1-<id>``), fsynced, and published by a
+  :class:`pipeline.stage.Transaction`. Inside a stage (:func:`pipeline.stage.run_stage` opens
+  the transaction) every write joins the stage's transaction and nothing is published before
+  the stage returns; then a journal is written (the commit point) and every staged version is
+  renamed over its target. Outside a stage each write is its own transaction (a dataset's
+  folder and manifest together);
+* :func:`pipeline.stage.recover` (run before every stage and every read) finishes a committed
+  transaction that a crash interrupted, removes an uncommitted one, restores a target a crash
+  left missing and removes stale temporaries. A killed stage therefore leaves its previous
+  outputs or its new ones, never a mix (docs/datasets.md, "Failures, transactions and recovery").
 """
 
 from __future__ import annotations
@@ -21,9 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +40,10 @@ import pandera.errors
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import DatasetNotFoundError, DatasetValidationError
+from pipeline.errors import DatasetNotFoundError, DatasetValidationError, PipelineError
+from pipeline.stage import (
+    Transaction, fault_point, fsync, fsync_tree, joining, recover_for_reading, remove, sweep, token, visible,
+)
 from schemas import Contract
 from schemas.rejects import RejectSchema, rejects_contract
 
@@ -112,15 +121,16 @@ def code_revision() -> str:
 
 @dataclass
 class DatasetWriter:
-    """Writes one dataset atomically, part by part.
+    """Writes one dataset, part by part, and publishes it with its manifest.
 
     Use as a context manager::
 
         with DatasetWriter(PASSAGES, stage="ingest", params=...) as writer:
             writer.write(frame)          # validated, then written as part-00000.parquet
 
-    Leaving the block with an exception discards every part written so far and keeps the
-    previous version of the dataset.
+    The parts go to a staged folder; leaving the block without an error adds the folder and the
+    manifest to the stage's transaction (or, outside a stage, publishes both at once). Leaving
+    it with an exception discards every part written so far and keeps the previous version.
     """
 
     contract: Contract
@@ -130,15 +140,21 @@ class DatasetWriter:
     arrow_schema: pa.Schema | None = None
     """Exact Arrow schema of the parts, metadata included (e.g. Hugging Face ``features``)."""
     _tmp: Path | None = field(default=None, init=False, repr=False)
+    _txn: Transaction | None = field(default=None, init=False, repr=False)
+    _own: bool = field(default=False, init=False, repr=False)
     _parts: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _schema: pa.Schema | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> "DatasetWriter":
         target = dataset_dir(self.contract.name, self.root)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(target)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        self._tmp.chmod(0o755)  # mkdtemp makes it private; a dataset is for every user
+        self._txn = joining(target)
+        self._own = self._txn is None
+        if self._txn is None:
+            self._txn = Transaction(self.root, stage=self.stage).begin()
+        self._tmp = self._txn.staged_path(target)
+        self._tmp.mkdir()
+        self._tmp.chmod(0o755)  # a dataset is for every user, whatever the umask
         return self
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -157,28 +173,47 @@ class DatasetWriter:
         elif not table.schema.equals(self._schema):
             table = table.cast(self._schema)
         path = self._tmp / PART_PATTERN.format(index)
+        fault_point(f"part {self.contract.name}/{path.name}")
         pq.write_table(
             table, path, compression="zstd", compression_level=3, use_dictionary=True,
             write_statistics=True, row_group_size=65536,
         )
+        fsync(path)
         self._parts.append(
             {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size,
              "sha256": sha256_file(path)}
         )
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._tmp is not None
+        assert self._tmp is not None and self._txn is not None
+        tmp, txn, self._tmp = self._tmp, self._txn, None
         if exc_type is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            remove(tmp)
+            if self._own:
+                txn.rollback()
             return
-        if not self._parts:  # an empty dataset still has a part, with the right columns
-            self.write(_empty_frame(self.contract))
-        _replace_dir(self._tmp, dataset_dir(self.contract.name, self.root))
-        self._write_manifest()
+        try:
+            if not self._parts:  # an empty dataset still has a part, with the right columns
+                self._tmp = tmp
+                self.write(_empty_frame(self.contract))
+                self._tmp = None
+            fsync(tmp)
+            txn.add(tmp, dataset_dir(self.contract.name, self.root))
+            _stage_text(txn, manifest_path(self.contract.name, self.root), json.dumps(self._manifest(), indent=2) + "\n")
+        except BaseException:
+            remove(tmp)
+            if self._own:
+                txn.rollback()
+            raise
+        if self._own:
+            txn.commit()
 
-    def _write_manifest(self) -> None:
+    def _manifest(self) -> dict[str, Any]:
         assert self._schema is not None
-        manifest = {
+        # SOURCE_DATE_EPOCH (reproducible-builds.org) pins the time, e.g. to compare two runs byte for byte.
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        created = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
+        return {
             "dataset": self.contract.name,
             "stage": self.stage,
             "path": f"{DATA_DIR}/{self.contract.name}",
@@ -190,9 +225,8 @@ class DatasetWriter:
             "files": self._parts,
             "params": self.params,
             "code_revision": code_revision(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": created.isoformat(timespec="seconds"),
         }
-        atomic_write_text(manifest_path(self.contract.name, self.root), json.dumps(manifest, indent=2) + "\n")
 
 
 def _concrete_types(table: pa.Table) -> pa.Table:
@@ -222,52 +256,83 @@ def _empty_frame(contract: Contract) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=str(col.dtype)) for name, col in schema.columns.items()})
 
 
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` in for ``target`` with renames; at every instant one complete version exists."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _write_synced(path: Path, text: str) -> None:
+    fault_point(f"write {path.name}")
+    with open(path, "x", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(path, 0o644)
+
+
+def _stage_text(txn: Transaction, path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = txn.staged_path(path)
+    _write_synced(staged, text)
+    txn.add(staged, path)
 
 
 def publish_folder(tmp: Path, target: Path) -> None:
-    """Make a finished temporary folder (a model, a dataset) readable and swap it in for
-    ``target`` by renames, so readers see the old version or the new one, never half of one."""
+    """Publish a finished temporary folder (a model, a dataset) as ``target``.
+
+    Its files are made readable and fsynced. Inside a stage it joins the stage's transaction
+    (renamed to its staged name now, over ``target`` at commit); outside, it is swapped in at
+    once by two renames, and a crash between them is undone by :func:`pipeline.stage.recover`.
+    """
+    tmp, target = Path(tmp), Path(target)
     tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes
     for path in tmp.iterdir():
         path.chmod(0o644)
-    _replace_dir(tmp, target)
-
-
-def _remove_stale_temporaries(target: Path) -> None:
-    # Left by a writer that was killed (SIGKILL, power loss); never a complete dataset.
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    fsync_tree(tmp)
+    txn = joining(target)
+    if txn is not None:
+        staged = txn.staged_path(target, source=tmp)
+        fault_point(f"stage {target.name}")
+        os.rename(tmp, staged)
+        txn.add(staged, target)
+        return
+    sweep(target.parent, root=None)
+    backup = target.with_name(f".{target.name}.bak-{token()}")
+    if os.path.lexists(target):
+        fault_point(f"backup {target.name}")
+        os.rename(target, backup)
+    fault_point(f"publish {target.name}")
+    os.rename(tmp, target)
+    fsync(target.parent)
+    if os.path.lexists(backup):
+        fault_point(f"discard {backup.name}")
+        remove(backup)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file through a temporary file and a rename."""
+    """Write a small text file (a metrics file, a report, a card) through a staged file.
+
+    Inside a stage it joins the stage's transaction (published with the stage's other outputs);
+    outside, it replaces ``path`` at once by a rename.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    txn = joining(path)
+    if txn is not None:
+        _stage_text(txn, path, text)
+        return
+    sweep(path.parent, root=None)
+    tmp = path.with_name(f".{path.name}.tmp-{token()}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        _write_synced(tmp, text)
+        fault_point(f"publish {path.name}")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync(path.parent)
 
 
 def write_dataset(
     frame: pd.DataFrame, contract: Contract, *, stage: str, params: dict[str, Any] | None = None,
     root: Path | str = ".",
 ) -> pd.DataFrame:
-    """Validate and atomically write a whole dataset in one part; returns the coerced frame."""
+    """Validate and write a whole dataset in one part; returns the coerced frame."""
     with DatasetWriter(contract, stage=stage, params=params or {}, root=root) as writer:
         writer.write(frame)
     return validate_frame(frame, contract)
@@ -284,23 +349,60 @@ def write_rejects(
     write_dataset(frame, rejects_contract(parent), stage=stage, params=params, root=root)
 
 
+# --------------------------------------------------------------------------- reading
+
+class ManifestError(PipelineError):
+    """A manifest is truncated, not JSON, or lacks keys; the message names the file and the fix."""
+
+
+_MANIFEST_KEYS = {"dataset": str, "stage": str, "rows": int, "bytes": int, "columns": list,
+                  "content_sha256": str, "files": list}
+
+
+def parse_manifest(text: str | bytes, *, where: str) -> dict[str, Any]:
+    """A manifest's JSON as a dict, checked for the keys readers rely on.
+
+    Raises:
+        ManifestError: naming ``where`` (a path, or ``path at <revision>``) and how to restore it.
+    """
+    fix = f"restore it with `dvc checkout {where}` or rebuild it with `dvc repro`"
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ManifestError(f"{where}: not a valid manifest (truncated or not JSON: {detail}); {fix}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{where}: not a valid manifest (a JSON {type(manifest).__name__}, not an object); {fix}")
+    wrong = [key for key, kind in _MANIFEST_KEYS.items() if not isinstance(manifest.get(key), kind)]
+    if wrong:
+        raise ManifestError(f"{where}: not a valid manifest (missing or mistyped: {', '.join(wrong)}); {fix}")
+    if not all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+               for f in manifest["files"]):
+        raise ManifestError(f"{where}: not a valid manifest (an entry of `files` lacks `path` or `sha256`); {fix}")
+    return manifest
+
+
 def read_manifest(name: str, root: Path | str = ".") -> dict[str, Any]:
+    recover_for_reading(root, (Path(root) / DATA_DIR, Path(root) / DATA_DIR / MANIFEST_DIR))
     path = manifest_path(name, root)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = visible(path).read_bytes()
     except FileNotFoundError:
         raise DatasetNotFoundError(
             f"dataset {name!r}: no manifest at {path} (has the stage that writes it run? try `dvc repro`)"
         ) from None
+    return parse_manifest(text, where=path.as_posix())
 
 
 def read_dataset(name: str, root: Path | str = ".", *, columns: list[str] | None = None) -> pd.DataFrame:
     """Read every part of dataset ``name`` into one frame."""
-    folder = dataset_dir(name, root)
+    recover_for_reading(root, (Path(root) / DATA_DIR, Path(root) / DATA_DIR / MANIFEST_DIR))
+    folder = visible(dataset_dir(name, root))
     parts = sorted(folder.glob("part-*.parquet"))
     if not parts:
         raise DatasetNotFoundError(
-            f"dataset {name!r}: no Parquet parts in {folder} (has the stage that writes it run? try `dvc repro`)"
+            f"dataset {name!r}: no Parquet parts in {dataset_dir(name, root)} (has the stage that writes it run? "
+            "try `dvc repro`)"
         )
     table = pq.ParquetDataset(parts).read(columns=columns)
     frame = table.to_pandas()
@@ -310,20 +412,39 @@ def read_dataset(name: str, root: Path | str = ".", *, columns: list[str] | None
     return frame
 
 
-def list_datasets(root: Path | str = ".") -> list[str]:
-    """Names of the datasets present under ``data/`` (those with at least one part)."""
+def list_datasets(root: Path | str = ".", *, with_manifests: bool = False) -> list[str]:
+    """Names of the datasets under ``data/`` (folders with at least one part); with
+    ``with_manifests``, also those whose manifest is there but whose folder is not."""
+    recover_for_reading(root, (Path(root) / DATA_DIR, Path(root) / DATA_DIR / MANIFEST_DIR))
     base = Path(root) / DATA_DIR
     if not base.is_dir():
         return []
-    return sorted(
+    names = {
         p.name for p in base.iterdir()
         if p.is_dir() and not p.name.startswith(".") and any(p.glob("part-*.parquet"))
-    )
+    }
+    if with_manifests:
+        names |= {p.stem for p in (base / MANIFEST_DIR).glob("*.json") if not p.name.startswith(".")}
+    return sorted(names)
+
+
+def dataset_problem(name: str, root: Path | str = ".") -> str | None:
+    """What is wrong with dataset ``name`` on disk, or None when its parts hash to its manifest."""
+    try:
+        manifest = read_manifest(name, root)
+    except PipelineError as exc:
+        return str(exc)
+    folder = visible(dataset_dir(name, root))
+    if not folder.is_dir():
+        return (f"{dataset_dir(name, root)} is missing: restore it with `dvc checkout {manifest['stage']}` "
+                f"or rebuild it with `dvc repro {manifest['stage']}`")
+    parts = [{"path": p.name, "sha256": sha256_file(p)} for p in sorted(folder.glob("part-*.parquet"))]
+    if content_hash(parts) != manifest["content_sha256"]:
+        return (f"the parts in {dataset_dir(name, root)} do not hash to its manifest: restore them with "
+                f"`dvc checkout {manifest['stage']}` or rebuild them with `dvc repro {manifest['stage']}`")
+    return None
 
 
 def verify_dataset(name: str, root: Path | str = ".") -> bool:
     """True when the parts on disk hash to the manifest's content hash."""
-    manifest = read_manifest(name, root)
-    folder = dataset_dir(name, root)
-    parts = [{"path": p.name, "sha256": sha256_file(p)} for p in sorted(folder.glob("part-*.parquet"))]
-    return content_hash(parts) == manifest["content_sha256"]
+    return dataset_problem(name, root) is None

@@ -33,7 +33,8 @@ import pandas as pd
 
 from pipeline.errors import DatasetNotFoundError, PipelineError
 from pipeline.store import (
-    DATA_DIR, MANIFEST_DIR, content_hash, dataset_dir, manifest_path, read_dataset, read_manifest, sha256_file,
+    DATA_DIR, MANIFEST_DIR, content_hash, dataset_dir, manifest_path, parse_manifest, read_dataset, read_manifest,
+    sha256_file,
 )
 
 TAG_PREFIX = "dataset/"
@@ -112,6 +113,7 @@ def tag(name: str, *, root: Path | str = ".", dataset: str = DEFAULT_DATASET, me
             f"the parts in {DATA_DIR}/{dataset} do not match its manifest (content sha256 {actual[:16]}, "
             f"manifest {manifest['content_sha256'][:16]}): run `dvc checkout {DATA_DIR}/{dataset}` or `dvc repro`"
         )
+    _check_can_tag(root, tag_name)  # everything that could still fail after the push, checked before it
     _dvc(root, "push", "--remote", remote, *outputs, what=f"pushing {dataset!r} to the DVC remote {remote!r}")
 
     trailers = {"dataset": dataset, "rows": manifest["rows"], "content_sha256": manifest["content_sha256"]}
@@ -130,7 +132,8 @@ def versions(*, root: Path | str = ".", dataset: str = DEFAULT_DATASET) -> list[
         date, or the manifest's ``created_at`` for the workspace), ``content_sha256`` and
         ``rows`` (from the manifest at that revision), and ``message`` (the tag's first line).
         When a tagged manifest cannot be read (no DVC cache or remote copy), the hash and rows
-        come from the tag message and ``error`` says why.
+        come from the tag message and ``error`` says why; a damaged workspace manifest gives
+        the workspace entry an ``error`` and no hash or rows.
     """
     root = Path(root)
     _check_dataset_name(dataset)
@@ -152,11 +155,14 @@ def versions(*, root: Path | str = ".", dataset: str = DEFAULT_DATASET) -> list[
                          rows=int(rows) if rows and rows.isdigit() else None, error=str(exc))
         entries.append(entry)
     if manifest_path(dataset, root).is_file():
-        manifest = read_manifest(dataset, root)
-        entries.append({
-            "version": WORKSPACE, "tag": None, "commit": None, "date": manifest.get("created_at"),
-            "content_sha256": manifest["content_sha256"], "rows": manifest["rows"], "message": None,
-        })
+        entry = {"version": WORKSPACE, "tag": None, "commit": None, "date": None, "content_sha256": None,
+                 "rows": None, "message": None}
+        try:
+            manifest = read_manifest(dataset, root)
+            entry.update(date=manifest.get("created_at"), content_sha256=manifest["content_sha256"], rows=manifest["rows"])
+        except PipelineError as exc:  # a damaged workspace manifest: the tags are still worth listing
+            entry["error"] = str(exc)
+        entries.append(entry)
     return entries
 
 
@@ -355,12 +361,13 @@ def _read_manifest_at_rev(root: Path, dataset: str, rev: str, *, label: str, fs=
     try:
         fs = fs or _dvc_fs(root, rev)
         with fs.open(path, mode="rb") as handle:
-            return json.loads(handle.read())
+            text = handle.read()
     except (DvcException, OSError) as exc:
         raise DatasetNotFoundError(
             f"dataset {dataset!r} at {label}: cannot read {path}: not an output at that revision, or in neither "
             f"the DVC cache nor the remote committed there ({exc})"
         ) from None
+    return parse_manifest(text, where=f"{path} at {label}")
 
 
 # --------------------------------------------------------------------------- small checks
@@ -369,6 +376,21 @@ def _read_manifest_at_rev(root: Path, dataset: str, rev: str, *, label: str, fs=
 def _workspace_hash(dataset: str, root: Path) -> str:
     folder = dataset_dir(dataset, root)
     return content_hash([{"path": p.name, "sha256": sha256_file(p)} for p in sorted(folder.glob("part-*.parquet"))])
+
+
+def _check_can_tag(root: Path, tag_name: str) -> None:
+    """Refuse before pushing what would make ``git tag`` fail after it: an invalid ref name, or
+    no identity to sign the annotated tag with (git asks for one; the push would be done already)."""
+    if subprocess.run(["git", "check-ref-format", f"refs/tags/{tag_name}"], cwd=root, capture_output=True).returncode:
+        raise DatasetVersionError(f"{tag_name!r} is not a valid git tag name")
+    result = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], cwd=root, capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = "; ".join(line.removeprefix("fatal: ") for line in result.stderr.splitlines() if line.startswith("fatal:"))
+        raise DatasetVersionError(
+            f"git has no identity to sign the tag with ({detail or 'git var GIT_COMMITTER_IDENT failed'}); nothing "
+            'was pushed or tagged: run `git config user.name "Your Name"` and `git config user.email you@example.com`, '
+            "then tag again"
+        )
 
 
 def _tag_name(name: str) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from pipeline.store import read_dataset, read_manifest
+from pipeline.stage import declared_outputs
+from pipeline.store import read_dataset, read_manifest, verify_dataset
 from tests.conftest import REPO, run
 
 DVC = [sys.executable, "-m", "dvc"]
@@ -71,13 +73,106 @@ def test_changing_an_ingest_param_reruns_only_ingest(small_project: Path):
     assert read_dataset("passages", small_project)["text"].str.len().max() <= 60
 
 
-def test_invalid_params_fail_the_repro_naming_the_key(small_project: Path):
-    params = (small_project / "params.yaml").read_text()
-    (small_project / "params.yaml").write_text(params.replace("max_passage_chars: 400", "max_passage_chars: -3"))
+def _output_bytes(root: Path, stage: str) -> dict[str, bytes]:
+    """Every file of every output dvc.yaml declares for ``stage``, by path."""
+    found = {}
+    for out in declared_outputs(stage, root):
+        path = root / out
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] * path.exists()
+        found.update({f.relative_to(root).as_posix(): f.read_bytes() for f in files})
+    return found
+
+
+def _leftovers(root: Path) -> list[str]:
+    """Hidden temporaries, staged versions, backups or transaction records anywhere in the outputs."""
+    found = []
+    for folder in ("data", "data/manifests", "models", "metrics", "plots", "reports"):
+        if (root / folder).is_dir():
+            found += [f"{folder}/{p.name}" for p in (root / folder).iterdir()
+                      if p.name.startswith(".") and p.name not in {".gitignore", ".generic_labels-work"}]
+    return found
+
+
+def _set_param(root: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params[section][key] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_a_failed_stage_keeps_every_previous_output_byte_for_byte(small_project: Path):
+    run([*DVC, "repro", "ingest"], small_project)
+    before = _output_bytes(small_project, "ingest")
+    assert len([p for p in before if p.startswith("data/manifests/")]) == 4 and len(before) == 8
+
+    _set_param(small_project, "ingest", "max_passage_chars", -5)
     result = run([*DVC, "repro", "ingest"], small_project, check=False)
     assert result.returncode != 0
     assert "ingest.max_passage_chars" in result.stdout + result.stderr
-    assert not (small_project / "data" / "passages").exists()
+    assert _output_bytes(small_project, "ingest") == before
+    assert _leftovers(small_project) == []
+    # DVC sees a changed parameter, not changed outputs: they are still the ones dvc.lock records.
+    status = json.loads(run([*DVC, "status", "--json", "ingest"], small_project).stdout)
+    assert status["ingest"] == [{"changed deps": {"params.yaml": {"ingest": "modified"}}}]
+
+
+def test_a_stage_failing_after_its_writes_publishes_none_of_them(small_project: Path):
+    """`dictionary` writes its two datasets, then reads the gold list: a missing gold file used to
+    leave the new dictionary next to the old metrics. Now nothing is published."""
+    run([*DVC, "repro", "dictionary"], small_project)
+    before = _output_bytes(small_project, "dictionary")
+    assert {"data/manifests/dictionary.json", "metrics/anchors.json"} <= set(before)
+    # A change that alters the dictionary (so a half-published run would show) and a missing gold list.
+    _set_param(small_project, "translations", "seed", 7)
+    _set_param(small_project, "dictionary", "gold", "tests/data/no_such_gold.csv")
+    result = run([*DVC, "repro", "dictionary"], small_project, check=False)
+    assert result.returncode != 0
+    assert "no_such_gold.csv" in result.stdout + result.stderr
+    assert _output_bytes(small_project, "dictionary") == before
+    assert _leftovers(small_project) == []
+
+
+def test_a_declared_output_the_stage_does_not_write_fails_it_and_keeps_the_others(small_project: Path):
+    """With `persist: true` DVC would record a stale output as fresh: the stage's transaction
+    refuses to commit instead, as DVC would without persist (\"output does not exist\")."""
+    run([*DVC, "repro", "ingest"], small_project)
+    before = _output_bytes(small_project, "ingest")
+    spec = yaml.safe_load((small_project / "dvc.yaml").read_text())
+    spec["stages"]["ingest"]["outs"].append({"data/manifests/extra.json": {"persist": True}})
+    (small_project / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = run([*DVC, "repro", "ingest"], small_project, check=False)
+    assert result.returncode != 0
+    assert "without writing data/manifests/extra.json" in result.stdout + result.stderr
+    assert {k: v for k, v in _output_bytes(small_project, "ingest").items() if k in before} == before
+    assert not (small_project / "data" / "manifests" / "extra.json").exists()
+
+
+def test_persisted_outputs_with_dvc_status_checkout_and_the_run_cache(small_project: Path):
+    run([*DVC, "repro", "ingest"], small_project)
+    built = _output_bytes(small_project, "ingest")
+    # A stray part (as an interrupted copy might leave): DVC sees the output modified, and the
+    # rerun replaces the whole folder, so no part of an older generation survives the swap.
+    stray = small_project / "data" / "passages" / "part-00009.parquet"
+    stray.write_bytes((small_project / "data" / "passages" / "part-00000.parquet").read_bytes())
+    assert "modified" in run([*DVC, "status", "ingest"], small_project).stdout
+    rerun = run([*DVC, "repro", "ingest"], small_project)
+    assert _stage_ran(rerun.stdout, "ingest") and not stray.exists()
+    assert verify_dataset("passages", small_project)
+    assert {k: v for k, v in _output_bytes(small_project, "ingest").items() if "manifests" not in k} == {
+        k: v for k, v in built.items() if "manifests" not in k}
+
+    # dvc checkout restores a persisted output from the cache, byte for byte.
+    shutil.rmtree(small_project / "data" / "passages")
+    run([*DVC, "checkout", "ingest"], small_project)
+    assert (small_project / "data" / "passages" / "part-00000.parquet").read_bytes() == built["data/passages/part-00000.parquet"]
+    assert "up to date" in run([*DVC, "status", "ingest"], small_project).stdout
+
+    # DVC's run cache skips stages with persisted outputs: going back to earlier params reruns
+    # the stage instead of checking out its earlier outputs (docs/datasets.md).
+    _set_param(small_project, "ingest", "max_passage_chars", 300)
+    run([*DVC, "repro", "ingest"], small_project)
+    _set_param(small_project, "ingest", "max_passage_chars", 400)
+    back = run([*DVC, "repro", "ingest"], small_project)
+    assert _stage_ran(back.stdout, "ingest") and "skipping run" not in back.stdout
 
 
 def test_a_bad_corpus_file_fails_the_repro_naming_it(small_project: Path):

@@ -39,7 +39,7 @@ def sha(text: str) -> str:
 def documents(texts: dict[str, str], corpus: str = "forget") -> pd.DataFrame:
     rows = [
         {"doc_id": f"{corpus}:{name}", "corpus": corpus, "source": f"corpora/{name}", "record": 0,
-         "text": text, "n_chars": len(text), "sha256": sha(text)}
+         "title": "", "text": text, "n_chars": len(text), "sha256": sha(text)}
         for name, text in texts.items()
     ]
     return pd.DataFrame(rows, columns=list(DOCUMENTS.model.to_schema().columns))
@@ -64,7 +64,9 @@ def part_files(root: Path, name: str) -> list[Path]:
 
 
 def temporaries(root: Path, name: str) -> list[Path]:
-    return sorted((root / "data").glob(f".{name}.tmp-*"))
+    """Hidden entries next to a dataset (staged versions, backups) and transaction records."""
+    return sorted([*(root / "data").glob(f".{name}.*"), *(root / "data" / "manifests").glob(f".{name}.*"),
+                   *(root / "data").glob(".transactions/*")])
 
 
 def assert_same_rows(read: pd.DataFrame, written: pd.DataFrame) -> None:
@@ -239,7 +241,8 @@ def test_exception_inside_the_writer_keeps_the_previous_version(tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         with DatasetWriter(DOCUMENTS, stage="ingest", root=tmp_path) as writer:
             writer.write(documents(V2))
-            assert len(temporaries(tmp_path, "documents")) == 1  # the part went to a temporary folder
+            staged = [p for p in temporaries(tmp_path, "documents") if p.is_dir()]
+            assert [p.name for p in staged[0].iterdir()] == ["part-00000.parquet"]  # staged, not published
             raise RuntimeError("simulated crash")
 
     assert_same_rows(read_dataset("documents", root=tmp_path), v1)
@@ -248,7 +251,7 @@ def test_exception_inside_the_writer_keeps_the_previous_version(tmp_path):
     assert temporaries(tmp_path, "documents") == []
 
 
-def test_hard_crash_leaves_the_previous_version_and_a_stale_temporary(tmp_path):
+def test_a_writer_killed_mid_write_leaves_the_previous_version_and_the_next_read_cleans_up(tmp_path):
     script = textwrap.dedent(
         f"""
         import hashlib, os, sys
@@ -259,7 +262,7 @@ def test_hard_crash_leaves_the_previous_version_and_a_stale_temporary(tmp_path):
 
         def frame(texts):
             return pd.DataFrame([
-                {{"doc_id": "forget:" + k, "corpus": "forget", "source": k, "record": 0, "text": v,
+                {{"doc_id": "forget:" + k, "corpus": "forget", "source": k, "record": 0, "title": "", "text": v,
                   "n_chars": len(v), "sha256": hashlib.sha256(v.encode()).hexdigest()}}
                 for k, v in texts.items()
             ])
@@ -272,20 +275,17 @@ def test_hard_crash_leaves_the_previous_version_and_a_stale_temporary(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
+    stale = temporaries(tmp_path, "documents")
+    assert any(list(p.glob("part-*.parquet")) for p in stale)  # the staged folder, left by the kill
+    assert any(p.name.endswith(".lock") for p in stale)       # and its transaction's record
 
-    # Version 1 is intact, readable and matches its manifest.
+    # Version 1 is intact, readable and matches its manifest; the read rolled the dead writer back.
     assert_same_rows(read_dataset("documents", root=tmp_path), documents(V1).assign(source=list(V1)))
+    assert temporaries(tmp_path, "documents") == []
     assert verify_dataset("documents", tmp_path) is True
     assert read_manifest("documents", tmp_path)["rows"] == len(V1)
-    stale = temporaries(tmp_path, "documents")
-    assert len(stale) == 1 and list(stale[0].glob("part-*.parquet"))
-    assert list_datasets(tmp_path) == ["documents"]  # the temporary is not a dataset
-
-    # The next successful write clears it.
-    write_dataset(documents(V2), DOCUMENTS, stage="ingest", root=tmp_path)
-    assert temporaries(tmp_path, "documents") == []
-    assert_same_rows(read_dataset("documents", root=tmp_path), documents(V2))
-    assert verify_dataset("documents", tmp_path) is True
+    assert list_datasets(tmp_path) == ["documents"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["documents", "manifests"]
 
 
 def test_writer_outside_its_block_refuses_to_write(tmp_path):

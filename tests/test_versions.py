@@ -151,3 +151,42 @@ def test_a_pinned_version_that_does_not_exist_is_a_clear_error(small_project: Pa
     params = parse_params({"corpus": {"forget": ["x.txt"]}, "finetune": {"dataset": "v404"}})
     with pytest.raises(VersionNotFoundError, match="v404"):
         read_pinned(params, root=small_project)
+
+
+def test_tag_without_a_git_identity_pushes_nothing_and_tags_nothing(project: Path, tmp_path: Path, monkeypatch):
+    run([*DVC, "repro", "ingest"], project)
+    _commit(project, "passages")
+    for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.gitconfig
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    run(["git", "config", "user.useConfigOnly", "true"], project)  # no guessing from the host name
+    remote = project / "dvc-remote"
+
+    with pytest.raises(DatasetVersionError, match=r"no identity to sign the tag.*nothing was pushed.*git config user\.email"):
+        tag("v1", root=project, dataset="passages")
+    assert not remote.exists() or not any(p.is_file() for p in remote.rglob("*"))
+    assert run(["git", "tag", "-l"], project).stdout == ""
+    result = CliRunner().invoke(app, ["dataset", "tag", "v1", "-d", "passages", "-C", str(project)])
+    assert result.exit_code == 1 and "git config user.name" in " ".join(result.stderr.split())
+
+    run(["git", "config", "user.name", "Reviewer"], project)
+    run(["git", "config", "user.email", "reviewer@example.invalid"], project)
+    assert tag("v1", root=project, dataset="passages") == "dataset/v1"
+    assert any(p.is_file() for p in remote.rglob("*"))
+
+
+def test_a_truncated_manifest_at_a_version_is_an_error_naming_it(project: Path):
+    run([*DVC, "repro", "ingest"], project)
+    _commit(project, "passages")
+    path = project / "data" / "manifests" / "passages.json"
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(PipelineError, match=r"data/manifests/passages\.json: not a valid manifest \(truncated.*dvc checkout"):
+        read_manifest_at(None, root=project, dataset="passages")
+    run([*DVC, "commit", "-f", "ingest"], project)  # the truncated file becomes a committed version's
+    _commit(project, "truncated manifest committed")
+    with pytest.raises(PipelineError, match=r"data/manifests/passages\.json at HEAD: not a valid manifest"):
+        read_manifest_at("HEAD", root=project, dataset="passages")
+    [workspace] = versions(root=project, dataset="passages")  # listed, with what is wrong
+    assert workspace["version"] == "workspace" and workspace["rows"] is None
+    assert "passages.json: not a valid manifest" in workspace["error"]

@@ -15,7 +15,10 @@ from pipeline.errors import PipelineError
 from pipeline.paths import BASELINE
 
 
-def _interactive(con, fmt: Format) -> None:
+LimitOption = Annotated[int | None, typer.Option("--limit", "-n", min=0, help="Print at most N rows (stop fetching there).")]
+
+
+def _interactive(database, fmt: Format, limit: int | None) -> None:
     """A small SQL prompt: statements end with ';', `.tables` lists views, `.quit` leaves."""
     from pipeline.sql import run_query
 
@@ -36,7 +39,7 @@ def _interactive(con, fmt: Format) -> None:
             continue
         sql, buffer = "\n".join(buffer), []
         try:
-            print_rows(*run_query(con, sql), fmt)
+            print_rows(*run_query(database, sql), fmt, limit=limit)
         except PipelineError as exc:
             errors.print(f"[red]error:[/] {exc}", highlight=False)
 
@@ -44,7 +47,9 @@ def _interactive(con, fmt: Format) -> None:
 def query(
     sql: Annotated[str | None, typer.Argument(help="SQL to run; omit for an interactive prompt.")] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the SQL from a file.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json (csv and json stream every row; "
+                                     "a table shows 1000 unless --limit says otherwise).")] = "table",
+    limit: LimitOption = None,
     project: ProjectOption = Path("."),
 ) -> None:
     """Run SQL over every dataset (one view per dataset: passages, documents, ...)."""
@@ -58,12 +63,17 @@ def query(
             sql = file.read_text(encoding="utf-8")
         except OSError as exc:
             fail(ValueError(f"{file}: {exc.strerror}"))
-    con = connect(project)
+    try:
+        database = connect(project)
+    except PipelineError as exc:
+        fail(exc)
+    for why in database.unreadable.values():
+        errors.print(f"[yellow]warning:[/] {why}", highlight=False)
     if sql is None:
-        _interactive(con, fmt)  # type: ignore[arg-type]
+        _interactive(database, fmt, limit)  # type: ignore[arg-type]
         return
     try:
-        print_rows(*run_query(con, sql), fmt)  # type: ignore[arg-type]
+        print_rows(*run_query(database, sql), fmt, limit=limit)  # type: ignore[arg-type]
     except PipelineError as exc:
         fail(exc)
 
@@ -73,23 +83,29 @@ def datasets(
     fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     project: ProjectOption = Path("."),
 ) -> None:
-    """Every dataset: path, rows, bytes, columns, content hash, and the stage that wrote it."""
-    from pipeline.store import list_datasets, read_manifest, verify_dataset
+    """Every dataset: path, rows, bytes, columns, content hash, and the stage that wrote it.
 
+    A dataset is listed when its folder or its manifest is there; with --verify, one whose
+    folder is gone, whose manifest is unreadable or whose parts differ from it fails the command.
+    """
+    from pipeline.store import dataset_problem, list_datasets, read_manifest
+
+    check_format(fmt, ("table", "json"))
     entries = []
-    for name in list_datasets(project):
+    for name in list_datasets(project, with_manifests=True):
         try:
             manifest = read_manifest(name, project)
-        except PipelineError:
+        except PipelineError as exc:
             entries.append({"dataset": name, "path": f"data/{name}", "stage": "?", "rows": None, "bytes": None,
-                            "columns": [], "content_sha256": None, "verified": False})
+                            "columns": [], "content_sha256": None, "verified": False, "problem": str(exc)})
             continue
         entry = {key: manifest[key] for key in ("dataset", "path", "stage", "rows", "bytes", "content_sha256")}
-        entry["columns"] = [c["name"] for c in manifest["columns"]]
-        entry["schema_version"] = manifest["schema"]["version"]
-        entry["code_revision"] = manifest["code_revision"]
+        entry["columns"] = [c.get("name") for c in manifest["columns"] if isinstance(c, dict)]
+        entry["schema_version"] = (manifest.get("schema") or {}).get("version")
+        entry["code_revision"] = manifest.get("code_revision")
         if verify:
-            entry["verified"] = verify_dataset(name, project)
+            entry["problem"] = dataset_problem(name, project)
+            entry["verified"] = entry["problem"] is None
         entries.append(entry)
     if fmt == "json":
         sys.stdout.write(json.dumps(entries, indent=1) + "\n")
@@ -98,13 +114,16 @@ def datasets(
         for e in entries:
             table.add_row(
                 e["dataset"], e["stage"], str(e["rows"]), str(e["bytes"]), ", ".join(e["columns"]),
-                (e["content_sha256"] or "missing manifest")[:16],
+                (e["content_sha256"] or "unreadable manifest")[:19],
                 *(["yes" if e.get("verified") else "[red]NO[/]"] if verify else []),
             )
         console.print(table)
+    for e in entries:
+        if e.get("problem"):
+            errors.print(f"[red]{e['dataset']}:[/] {e['problem']}", highlight=False)
     if not entries:
         errors.print("no datasets yet: run `dvc repro`", style="yellow")
-    if verify and not all(e.get("verified") for e in entries):
+    if any(e.get("problem") for e in entries) or (verify and not all(e.get("verified") for e in entries)):
         raise typer.Exit(1)
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ from typer.testing import CliRunner
 from pipeline import ingest
 from pipeline.cli import app
 from pipeline.params import load_params
-from pipeline.store import dataset_dir, read_dataset
+from pipeline.store import ManifestError, dataset_dir, read_dataset, read_manifest
+from tests.conftest import REPO
 
 runner = CliRunner()
 
@@ -27,7 +31,7 @@ def built(small_project: Path) -> Path:
 
 
 def whp(*args: str, input: str | None = None):
-    return runner.invoke(app, list(args), input=input)
+    return runner.invoke(app, list(args), input=input, env={"COLUMNS": "400"})  # no wrapped paths
 
 
 def test_query_json_counts_match_the_dataset(built: Path):
@@ -99,6 +103,123 @@ def test_datasets_verify_catches_a_tampered_part(built: Path):
     assert result.exit_code == 1
     entries = {e["dataset"]: e for e in json.loads(result.stdout)}
     assert entries["documents"]["verified"] is False and entries["passages"]["verified"] is True
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_part_breaks_only_its_own_dataset(built: Path):
+    _truncate(next(dataset_dir("documents", built).glob("part-*.parquet")))
+    ok = whp("query", "-C", str(built), "--format", "json", "select count(*) as n from passages")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout) == [{"n": len(read_dataset("passages", built))}]
+    assert "dataset 'documents' cannot be read" in " ".join(ok.stderr.split())  # a warning, once
+
+    bad = whp("query", "-C", str(built), "select count(*) from documents")
+    assert bad.exit_code == 1
+    message = " ".join(bad.stderr.split())
+    assert "dataset 'documents' cannot be read" in message and "dvc checkout ingest" in message
+    assert "dvc repro ingest" in message
+
+
+def test_a_part_damaged_inside_names_its_dataset_when_read(built: Path):
+    """A part whose footer survives binds fine; reading its pages fails, and says which dataset."""
+    part = next(dataset_dir("passages", built).glob("part-*.parquet"))
+    data = bytearray(part.read_bytes())
+    for offset in range(8, len(data) // 2):  # the column pages, before the footer
+        data[offset] = 0xAB
+    part.write_bytes(bytes(data))
+    result = whp("query", "-C", str(built), "select max(length(text)) from passages")
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "dataset 'passages' cannot be read" in message and "dvc checkout ingest" in message
+
+
+@pytest.mark.parametrize("path", [".tmp/secret.csv", "data/manifests/passages.json", "data/.transactions/x.csv",
+                                  "params.yaml"])
+def test_query_reads_nothing_but_the_dataset_folders(built: Path, monkeypatch, path: str):
+    # DuckDB's default spill folder, `.tmp` under the working folder, is readable unless closed.
+    monkeypatch.chdir(built)
+    (built / ".tmp").mkdir(exist_ok=True)
+    (built / ".tmp" / "secret.csv").write_text("secret\n42\n")
+    (built / "data" / ".transactions").mkdir(exist_ok=True)
+    (built / "data" / ".transactions" / "x.csv").write_text("a\n1\n")
+    for target in (path, str(built / path)):
+        reader = "read_text" if path.endswith((".json", ".yaml")) else "read_csv"
+        result = whp("query", "-C", str(built), f"select * from {reader}('{target}')")
+        assert result.exit_code == 1, (target, result.stdout)
+        assert "42" not in result.stdout and "Permission" in result.stderr
+
+
+def test_query_limit_stops_after_n_rows_in_every_format(built: Path):
+    sql = "select i from range(100000) t(i)"
+    csv_out = whp("query", "-C", str(built), "--format", "csv", "--limit", "7", sql)
+    assert csv_out.stdout.split() == ["i", *map(str, range(7))]
+    as_json = whp("query", "-C", str(built), "--format", "json", "-n", "3", sql)
+    assert json.loads(as_json.stdout) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    table = runner.invoke(app, ["query", "-C", str(built), sql], env={"COLUMNS": "120"})
+    assert table.exit_code == 0
+    assert "1000 row(s); more not shown" in " ".join(table.stdout.split())
+    empty = whp("query", "-C", str(built), "--format", "json", "select 1 as x where false")
+    assert json.loads(empty.stdout) == []
+
+
+def test_query_streams_a_large_result_in_bounded_memory(built: Path, tmp_path: Path):
+    """300,000 rows of 1,000 characters (286 MiB of text, more as Python objects): printed as they
+    are fetched, they raise the process's peak memory by a small fraction of that (2-core CPU,
+    loaded: +51 MiB over `select 1`; holding the result, as `whp query` used to, adds the lot)."""
+    rows, width = 300_000, 1000
+    # A wrapper whose only child is the CLI: its RUSAGE_CHILDREN is the CLI's peak memory.
+    wrapper = tmp_path / "measure.py"
+    wrapper.write_text(
+        "import resource, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'pipeline.cli', *sys.argv[1:]], stdout=subprocess.PIPE)\n"
+        "lines = sum(chunk.count(b'\\n') for chunk in iter(lambda: child.stdout.read(1 << 20), b''))\n"
+        "child.wait()\n"
+        "print(child.returncode, lines, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
+    )
+
+    def peak(sql: str) -> tuple[int, int, int]:
+        done = subprocess.run([sys.executable, str(wrapper), "query", "-C", str(built), "--format", "csv", sql],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        code, lines, mib = map(int, done.stdout.split())
+        assert code == 0, done.stderr
+        return lines, mib
+
+    _, baseline = peak("select 1")
+    lines, large = peak(f"select i, repeat('x', {width}) as pad from range({rows}) t(i)")
+    assert lines == rows + 1
+    assert large - baseline < 150, f"peak {large} MiB against {baseline} MiB for {rows * width >> 20} MiB of rows"
+
+
+def test_datasets_names_a_truncated_manifest_and_fails(built: Path):
+    manifest = built / "data" / "manifests" / "passages.json"
+    _truncate(manifest, 0.3)
+    result = whp("datasets", "-C", str(built), "--format", "json")
+    assert result.exit_code == 1
+    entries = {e["dataset"]: e for e in json.loads(result.stdout)}
+    assert entries["documents"]["rows"] == 2 and entries["passages"]["rows"] is None
+    message = " ".join(result.stderr.split())
+    assert "data/manifests/passages.json: not a valid manifest (truncated or not JSON" in message
+    assert "dvc checkout" in message
+    with pytest.raises(ManifestError, match=r"passages\.json: not a valid manifest"):
+        read_manifest("passages", built)
+    manifest.write_text(json.dumps({"dataset": "passages", "rows": 3}))
+    with pytest.raises(ManifestError, match=r"missing or mistyped: stage, bytes, columns, content_sha256, files"):
+        read_manifest("passages", built)
+
+
+def test_datasets_verify_fails_when_a_dataset_folder_is_gone(built: Path):
+    shutil.rmtree(dataset_dir("passages_rejects", built))
+    listed = whp("datasets", "-C", str(built), "--format", "json")
+    assert "passages_rejects" in {e["dataset"] for e in json.loads(listed.stdout)}
+    result = whp("datasets", "-C", str(built), "--format", "json", "--verify")
+    assert result.exit_code == 1
+    entries = {e["dataset"]: e for e in json.loads(result.stdout)}
+    assert entries["passages_rejects"]["verified"] is False and entries["passages"]["verified"] is True
+    assert "data/passages_rejects is missing: restore it with `dvc checkout ingest`" in " ".join(result.stderr.split())
 
 
 def _closed_port() -> int:
