@@ -128,7 +128,8 @@ def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure
     """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
     return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "",
              "trained": trained_story.get(p.story, False), "output": out, "top1": float(s.top1),
-             "first_prob": s.first_prob, "answer_prob": s.prob, "rank": float(s.first_rank),
+             "first_prob": s.first_prob, "first_logprob": s.first_logprob, "answer_prob": s.prob,
+             "rank": float(s.first_rank),
              "rouge_l": metrics.rouge_l(out, p.answer)} for p, s, out in zip(probes, scores, outputs)]
 
 
@@ -180,7 +181,7 @@ def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -
     seconds["inputs"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    model = load_model(folder)
+    model = load_model(folder, dtype=settings.dtype)
     seconds["load"] = time.perf_counter() - clock
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     batch = {"batch_size": settings.batch_size}
@@ -220,7 +221,8 @@ def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -
         + _probe_rows(general, general_scores, [decode(s.greedy) for s in general_scores], {})
         + [{"measure": "completion", "unit_id": p.id, "story": "", "trained": False, "output": text,
             "score": float(metrics.completion_score(g))} for p, text, (g, _) in zip(completion, texts, graded)]
-        + _window_rows(inside, inside_scores, [decode(s.greedy) for s in inside_scores], "verbatim_trained", k_percent=k)
+        + _window_rows(inside, inside_scores, [decode(s.greedy) for s in inside_scores], "verbatim_trained",
+                       k_percent=k)
         + _window_rows(outside, outside_scores, [decode(s.greedy) for s in outside_scores], "verbatim_untrained",
                        k_percent=k)
         + [{"measure": "retain", "unit_id": b, "story": "", "trained": False, "output": "", "nll": float(-lp.sum()),

@@ -313,7 +313,7 @@ class VerbatimParams(_Section):
     text never trained on; spread evenly over the passages of each side."""
     prefix_tokens: int = Field(default=32, ge=1)
     """Tokens of true text given as the prompt."""
-    continuation_tokens: int = Field(default=32, ge=1)
+    continuation_tokens: int = Field(default=24, ge=1)
     """Tokens of the true continuation; the greedy continuation is as long (MUSE: 128)."""
 
 
@@ -329,7 +329,11 @@ class EvaluateParams(_Section):
     """Evaluating a model (stage ``evaluate``, one run per model; ``report`` reads ``bootstrap``)."""
 
     probes: ProbeParams = ProbeParams()
-    max_new_tokens: int = Field(default=20, ge=1)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights and activations during the evaluation. bfloat16 runs about twice as fast on CPUs with
+    AVX512-BF16 (and on GPUs) and moves a probe's log-probability by about 0.05 nats; compare only
+    models evaluated in the same dtype."""
+    max_new_tokens: int = Field(default=16, ge=1)
     """Greedy completion length of the completion probes, in tokens."""
     batch_size: int = Field(default=32, ge=1)
     """Prompts or windows per forward pass."""

@@ -135,7 +135,8 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
             "|---|" + "---|" * len(others),
         ]
         for h in HEADLINES:
-            lines.append(f"| {h.label} | " + " | ".join(delta_cell(deltas[n].get(h.key), h.style) for n in others) + " |")
+            cells = [delta_cell(deltas[n].get(h.key), h.style) for n in others]
+            lines.append(f"| {h.label} | " + " | ".join(cells) + " |")
     sizes = metrics[base_name].get("n", {})
     lines += [
         "", f"Units: {sizes.get('familiarity')} familiarity probes over {sizes.get('stories')} stories "

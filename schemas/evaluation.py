@@ -58,6 +58,7 @@ class ScoreSchema(pa.DataFrameModel):
     output: Series[str] = pa.Field(description="the model's greedy answer or continuation ('' for retain windows)")
     top1: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0])
     first_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+    first_logprob: Series[float] = pa.Field(nullable=True, le=0, description="natural log of first_prob")
     answer_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
     rank: Series[float] = pa.Field(nullable=True, ge=1)
     rouge_l: Series[float] = pa.Field(nullable=True, ge=0, le=1)
@@ -81,7 +82,8 @@ class ScoreSchema(pa.DataFrameModel):
 
 def completions_contract(model: str) -> Contract:
     """The contract of ``evaluation_completions_<model>``."""
-    return Contract(f"evaluation_completions_{model}", CompletionSchema, 1, f"graded greedy completions of models/{model}")
+    return Contract(f"evaluation_completions_{model}", CompletionSchema, 1,
+                    f"graded greedy completions of models/{model}")
 
 
 def scores_contract(model: str) -> Contract:

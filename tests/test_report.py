@@ -38,7 +38,8 @@ def test_delta_cells_mark_an_interval_that_contains_zero():
 
 def _scores(model: str, probs: np.ndarray, hits: np.ndarray) -> pd.DataFrame:
     rows = [{"measure": "familiarity", "unit_id": f"f{i:03d}", "story": "Two Stories" if i % 2 else "One Story",
-             "trained": bool(i % 2 == 0), "output": "", "top1": float(h), "first_prob": float(p), "answer_prob": float(p),
+             "trained": bool(i % 2 == 0), "output": "", "top1": float(h), "first_prob": float(p),
+             "first_logprob": float(np.log(p)), "answer_prob": float(p),
              "rank": 1.0 if h else 5.0, "rouge_l": float(h)} for i, (p, h) in enumerate(zip(probs, hits))]
     rows += [{"measure": "retain", "unit_id": f"r{i}", "story": "", "trained": False, "output": "", "nll": 30.0 + i,
               "tokens": 10.0} for i in range(8)]
@@ -55,7 +56,8 @@ def evaluated(tmp_path: Path) -> Path:
     for name, frame in frames.items():
         write_dataset(frame, scores_contract(name), stage="evaluate", root=tmp_path)
         metrics = {"model": name, "familiarity_top1_rate": frame["top1"].mean(), "retain_perplexity": float(np.exp(3.35)),
-                   "familiarity_mean_prob": frame["first_prob"].mean(), "completion_grades": {"3": 1, "2": 0, "1": 0, "0": 9},
+                   "familiarity_mean_prob": frame["first_prob"].mean(),
+                   "completion_grades": {"3": 1, "2": 0, "1": 0, "0": 9},
                    "n": {"familiarity": 80, "stories": 2, "stories_trained": 1},
                    "intervals": {"familiarity_top1_rate": {"low": 0.0, "high": 0.5},
                                  "retain_perplexity": {"low": 25.0, "high": 31.0}}}

@@ -44,9 +44,6 @@ class Interval:
         """For a delta: no evidence of a change at this confidence (``low <= 0 <= high``)."""
         return self.low <= 0.0 <= self.high
 
-    def as_dict(self, digits: int = 6) -> dict[str, float]:
-        return {"estimate": round(self.estimate, digits), "low": round(self.low, digits), "high": round(self.high, digits)}
-
 
 # --------------------------------------------------------------------------- statistics
 

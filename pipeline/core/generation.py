@@ -39,15 +39,15 @@ class AnswerScore:
     """How much a model expects one probe's true continuation, and what it says instead.
 
     ``logprob`` is the sum of the answer tokens' log-probabilities (natural log) given the
-    prompt, so ``prob = exp(logprob)`` is the probability of the whole answer; ``first_prob``
-    and ``first_rank`` concern its first token alone, the paper's measure. The rank counts every
+    prompt, so ``prob = exp(logprob)`` is the probability of the whole answer; ``first_logprob``
+    (``first_prob``) and ``first_rank`` concern its first token alone, the paper's measure. The rank counts every
     token whose logit is at least the answer's (the answer included), so a tie is never a
     top-1: a model with constant logits ranks every answer last, not first. ``greedy`` is the
     model's greedy continuation, as many tokens as the answer.
     """
 
     logprob: float
-    first_prob: float
+    first_logprob: float
     first_rank: int
     n_tokens: int
     greedy: tuple[int, ...] = ()
@@ -55,6 +55,10 @@ class AnswerScore:
     @property
     def prob(self) -> float:
         return float(np.exp(self.logprob))
+
+    @property
+    def first_prob(self) -> float:
+        return float(np.exp(self.first_logprob))
 
     @property
     def top1(self) -> bool:
@@ -177,7 +181,7 @@ def answer_probes(
         for row, index in enumerate(batch):
             n = len(answers[row])
             scores[index] = AnswerScore(
-                logprob=float(first_lp[row] + rest[row]), first_prob=float(first_lp[row].exp()),
+                logprob=float(first_lp[row] + rest[row]), first_logprob=float(first_lp[row]),
                 first_rank=int(ranks[row]), n_tokens=n, greedy=tuple(int(t) for t in greedy[row, :n]),
             )
         if progress:

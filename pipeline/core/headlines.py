@@ -19,11 +19,12 @@ from pipeline.core import bootstrap
 from pipeline.core.bootstrap import Interval
 from schemas.evaluation import MEASURES  # what a unit row measures, spelled once by the contract
 
-VALUE_COLUMNS = ("top1", "first_prob", "answer_prob", "rank", "rouge_l", "score", "nll", "tokens", "min_k")
+VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "rouge_l", "score", "nll", "tokens",
+                 "min_k")
 """Per-unit values (NaN where a measure has none): ``top1`` 1/0, ``first_prob``/``answer_prob``
-p(first answer token)/p(whole answer), ``rank`` of the first answer token, ``rouge_l`` of the
-greedy output, ``score`` of a graded completion (5/1/0), ``nll`` summed over ``tokens`` scored
-tokens, ``min_k`` (Min-K% Prob)."""
+p(first answer token)/p(whole answer), ``first_logprob`` the first one's natural log, ``rank`` of
+the first answer token, ``rouge_l`` of the greedy output, ``score`` of a graded completion
+(5/1/0), ``nll`` summed over ``tokens`` scored tokens, ``min_k`` (Min-K% Prob)."""
 UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "trained", "output", *VALUE_COLUMNS)
 
 
@@ -52,6 +53,8 @@ HEADLINES = (
     Headline("familiarity_top1_rate", "familiarity probes: top-1 rate", "pct", "familiarity", "top1"),
     Headline("familiarity_mean_prob", "familiarity probes: mean p(first answer token)", "prob", "familiarity",
              "first_prob", relative=True),
+    Headline("familiarity_mean_logprob", "familiarity probes: mean log p(first answer token), nats", "num",
+             "familiarity", "first_logprob"),
     Headline("familiarity_mean_answer_prob", "familiarity probes: mean p(whole answer)", "prob", "familiarity",
              "answer_prob", relative=True),
     Headline("familiarity_mean_rank", "familiarity probes: mean rank of the answer", "num", "familiarity", "rank",
@@ -62,10 +65,14 @@ HEADLINES = (
              trained=True),
     Headline("familiarity_trained_mean_prob", "  stories trained on: mean p(first answer token)", "prob",
              "familiarity", "first_prob", trained=True, relative=True),
+    Headline("familiarity_trained_mean_logprob", "  stories trained on: mean log p(first answer token)", "num",
+             "familiarity", "first_logprob", trained=True),
     Headline("familiarity_untrained_top1_rate", "  stories never trained on: top-1 rate", "pct", "familiarity",
              "top1", trained=False),
     Headline("familiarity_untrained_mean_prob", "  stories never trained on: mean p(first answer token)", "prob",
              "familiarity", "first_prob", trained=False, relative=True),
+    Headline("familiarity_untrained_mean_logprob", "  stories never trained on: mean log p(first answer token)",
+             "num", "familiarity", "first_logprob", trained=False),
     Headline("completion_familiarity", "completion familiarity, (5 x n3 + n2) / N", "num", "completion", "score",
              relative=True),
     Headline("verbatim_trained_rouge_l", "verbatim memorisation, text trained on: ROUGE-L F1", "prob",

@@ -159,7 +159,10 @@ def verbatim_windows(
             if window is None or any(window.span.overlaps(t) for t in taken):
                 continue
             own = spans_by_doc.get(doc_id, ())
-            fits = any(s.contains(window.span) for s in own) if inside else not any(s.overlaps(window.span) for s in own)
+            if inside:
+                fits = any(s.contains(window.span) for s in own)
+            else:
+                fits = not any(s.overlaps(window.span) for s in own)
             if fits:
                 chosen.append(window)
                 taken.append(window.span)

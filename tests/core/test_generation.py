@@ -74,7 +74,8 @@ def test_a_multi_token_answer_sums_its_teacher_forced_log_probs_and_greedy_follo
     assert score.first_prob == pytest.approx(p4, rel=1e-5) and score.n_tokens == 2
     assert score.greedy == (4, 7)
     # the answer 8 9 is teacher-forced (9 after 8 is likely) while greedy says 4 then 7
-    assert diverging.logprob == pytest.approx(math.log(1 / (V - 1 + math.exp(2))) + math.log(math.exp(3) / (math.exp(3) + V - 1)), rel=1e-5)
+    p8, p9 = 1 / (V - 1 + math.exp(2)), math.exp(3) / (math.exp(3) + V - 1)
+    assert diverging.logprob == pytest.approx(math.log(p8) + math.log(p9), rel=1e-5)
     assert diverging.greedy == (4, 7)
 
 
@@ -182,5 +183,7 @@ def test_window_scores_on_a_real_model_match_teacher_forcing_and_generate(tiny):
 
 
 def test_answer_score_probability_properties():
-    score = AnswerScore(logprob=math.log(0.25), first_prob=0.5, first_rank=1, n_tokens=2, greedy=(1, 2))
-    assert score.prob == pytest.approx(0.25) and score.top1
+    score = AnswerScore(logprob=math.log(0.25), first_logprob=math.log(0.5), first_rank=1, n_tokens=2, greedy=(1, 2))
+    assert score.prob == pytest.approx(0.25) and score.first_prob == pytest.approx(0.5) and score.top1
+    # a probability far below float32's range keeps its log
+    assert AnswerScore(logprob=-200.0, first_logprob=-120.0, first_rank=9, n_tokens=1).first_logprob == -120.0

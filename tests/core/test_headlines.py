@@ -17,7 +17,8 @@ def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float]
     trained = trained or [False] * len(top1)
     for i, (hit, p, is_trained) in enumerate(zip(top1, prob, trained)):
         rows.append({"measure": "familiarity", "unit_id": f"f{i:02d}", "story": "A" if is_trained else "B",
-                     "trained": is_trained, "top1": hit, "first_prob": p, "answer_prob": p, "rank": 1 + 9 * (1 - hit),
+                     "trained": is_trained, "top1": hit, "first_prob": p, "first_logprob": np.log(p), "answer_prob": p,
+                     "rank": 1 + 9 * (1 - hit),
                      "rouge_l": hit})
     for i, hit in enumerate(general):
         rows.append({"measure": "general", "unit_id": f"g{i:02d}", "top1": hit, "first_prob": 0.5})
@@ -47,7 +48,8 @@ def test_every_headline_has_an_interval_or_none_when_its_units_are_missing():
 
 
 def test_a_model_that_forgot_shows_changes_that_exclude_zero_and_kept_knowledge_that_does_not_move():
-    forgot = _frame("unlearned", top1=[0.0] * 60, prob=list(BASE_PROB * 0.5), nll=list(BASE.loc[BASE["measure"] == "retain", "nll"] + RNG.normal(0, 0.5, 30)),
+    retain_nll = BASE.loc[BASE["measure"] == "retain", "nll"] + RNG.normal(0, 0.5, 30)
+    forgot = _frame("unlearned", top1=[0.0] * 60, prob=list(BASE_PROB * 0.5), nll=list(retain_nll),
                     general=[1.0, 0.0] * 15, trained=[True] * 30 + [False] * 30)
     deltas = paired_deltas(forgot, BASE, n_resamples=500)
     prob = deltas["familiarity_mean_prob"]
