@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from pipeline.core import generation, grading, headlines, metrics
 from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
-from pipeline.core.provenance import Span, story_spans, trained_stories, verbatim_windows
+from pipeline.core.provenance import Span, Window, story_spans, trained_stories, verbatim_windows
 from pipeline.core.sampling import spread_sample
 from pipeline.errors import PipelineError
 from pipeline.models import load_model, load_tokenizer
@@ -124,6 +125,96 @@ def forget_windows(params: Params, root: Path, tokenizer, documents: dict[str, s
 # --------------------------------------------------------------------------- one model
 
 
+@dataclass
+class Inputs:
+    """Everything the evaluation reads, tokenized with the model's tokenizer."""
+
+    familiar: list[Probe]
+    completion: list[Probe]
+    general: list[Probe]
+    trained_story: dict[str, bool]
+    """Story title -> whether a training block shares text with it."""
+    training_blocks: int
+    grading: tuple[grading.TermMatcher, grading.TermMatcher, grading.TermMatcher]
+    """Anchor, genre and weak terms (:func:`pipeline.core.grading.grade_completion`)."""
+    familiar_pairs: list[tuple[list[int], list[int]]]
+    general_pairs: list[tuple[list[int], list[int]]]
+    completion_prompts: list[list[int]]
+    inside: list[Window]
+    outside: list[Window]
+    retain_ids: list[str]
+    retain: list[list[int]]
+
+
+def read_inputs(params: Params, root: Path, model_folder: Path):
+    """Probes, stories trained on, grading terms, verbatim windows and retain texts, tokenized with
+    the tokenizer of ``model_folder``; returns ``(inputs, tokenizer)``. Every file is read and
+    checked before the tokenizer loads: a bad probe file fails at once."""
+    settings, probe_files = params.evaluate, params.evaluate.probes
+    familiar = read_probe_file(root / probe_files.familiarity, "familiarity")
+    completion = read_probe_file(root / probe_files.completion, "completion")
+    general = read_probe_file(root / probe_files.general, "general")
+    genre_terms = read_term_file(root / probe_files.genre_terms)
+    docs = read_dataset("documents", root, columns=["doc_id", "corpus", "text"])
+    forget = docs[docs["corpus"] == "forget"]
+    documents = dict(zip(forget["doc_id"], forget["text"]))
+    trained = trained_spans(params, root)
+    stories = story_spans([p.story for p in familiar], documents)
+    dictionary = read_dataset("dictionary", root, columns=["anchor", "variants", "forget_count"])
+
+    from wordfreq import zipf_frequency
+
+    anchor_terms, weak_terms = grading.grading_terms(
+        zip(dictionary["anchor"], dictionary["variants"], dictionary["forget_count"]), genre_terms,
+        zipf=lambda term: zipf_frequency(term, "en"),
+        corpus_words=sum(len(re.findall(r"\w+", text)) for text in documents.values()),
+        min_specificity=settings.min_anchor_specificity, common_phrase_zipf=settings.common_phrase_zipf,
+    )
+    tokenizer = load_tokenizer(model_folder)
+    inside, outside = forget_windows(params, root, tokenizer, documents, trained)
+    retain_ids, retain = retain_texts(params, root)
+    return Inputs(
+        familiar=familiar, completion=completion, general=general,
+        trained_story={title: count > 0 for title, count in trained_stories(stories, trained).items()},
+        training_blocks=len(trained),
+        grading=tuple(grading.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms)),
+        familiar_pairs=encode_pairs(tokenizer, familiar, str(probe_files.familiarity)),
+        general_pairs=encode_pairs(tokenizer, general, str(probe_files.general)),
+        completion_prompts=[tokenizer(p.prompt)["input_ids"] for p in completion],
+        inside=inside, outside=outside, retain_ids=retain_ids, retain=retain,
+    ), tokenizer
+
+
+def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | None, label: str,
+              seconds: dict[str, float]) -> dict[str, list]:
+    """Every forward pass of the evaluation, under one progress bar; ``seconds`` gets each phase's time."""
+    batch = {"batch_size": settings.batch_size}
+    total = sum(map(len, (inputs.familiar, inputs.general, inputs.completion, inputs.inside, inputs.outside,
+                          inputs.retain)))
+    phases = {
+        "familiarity": lambda bar: generation.answer_probes(
+            model, inputs.familiar_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "general": lambda bar: generation.answer_probes(
+            model, inputs.general_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "completion": lambda bar: generation.greedy_continuations(
+            model, inputs.completion_prompts, max_new_tokens=settings.max_new_tokens, pad_id=pad_id, eos_id=eos_id,
+            progress=bar.update, **batch),
+        **{f"verbatim_{side}": lambda bar, windows=windows: generation.window_scores(
+            model, [w.prefix_ids + w.continuation_ids for w in windows],
+            prefix_tokens=settings.verbatim.prefix_tokens, progress=bar.update, **batch)
+           for side, windows in (("trained", inputs.inside), ("untrained", inputs.outside))},
+        "retain": lambda bar: generation.token_logprobs(
+            model, inputs.retain, pad_id=pad_id, progress=bar.update, **batch),
+    }
+    found = {}
+    with tqdm(total=total, desc=f"evaluate {label}", unit="item") as bar:
+        for name, phase in phases.items():
+            clock = time.perf_counter()
+            found[name] = phase(bar)
+            seconds[name] = time.perf_counter() - clock
+    return found
+
+
 def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure: str | None = None) -> list[dict]:
     """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
     return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "",
@@ -140,6 +231,51 @@ def _window_rows(windows, scores, outputs, measure: str, *, k_percent: float) ->
             for w, s, out in zip(windows, scores, outputs)]
 
 
+def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: list[str], grades: list[int], *,
+                decode, k_percent: float) -> pd.DataFrame:
+    """The ``evaluation_scores_<model>`` frame: one row per unit measured."""
+    def greedy(scores) -> list[str]:
+        return [decode(s.greedy) for s in scores]
+
+    rows = (
+        _probe_rows(inputs.familiar, found["familiarity"], greedy(found["familiarity"]), inputs.trained_story,
+                    "familiarity")
+        + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {})
+        + [{"measure": "completion", "unit_id": p.id, "story": "", "trained": False, "output": text,
+            "score": float(metrics.completion_score(g))} for p, text, g in zip(inputs.completion, texts, grades)]
+        + _window_rows(inputs.inside, found["verbatim_trained"], greedy(found["verbatim_trained"]),
+                       "verbatim_trained", k_percent=k_percent)
+        + _window_rows(inputs.outside, found["verbatim_untrained"], greedy(found["verbatim_untrained"]),
+                       "verbatim_untrained", k_percent=k_percent)
+        + [{"measure": "retain", "unit_id": b, "story": "", "trained": False, "output": "", "nll": float(-lp.sum()),
+            "tokens": float(len(lp))} for b, lp in zip(inputs.retain_ids, found["retain"])]
+    )
+    frame = pd.DataFrame(rows, columns=list(headlines.UNIT_COLUMNS)[1:]).assign(model=model_name)
+    return frame[list(headlines.UNIT_COLUMNS)]
+
+
+def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: list[int], boot) -> dict[str, Any]:
+    """The content of ``metrics/evaluation/<model>.json``: flat headlines, grades, sizes, intervals."""
+    intervals = headlines.headline_intervals(scores, n_resamples=boot.resamples, confidence=boot.confidence,
+                                             seed=boot.seed)
+    n_trained = sum(inputs.trained_story.get(p.story, False) for p in inputs.familiar)
+    return {
+        "model": model_name,
+        **{key: None if value is None else round(value.estimate, 6) for key, value in intervals.items()},
+        "completion_grades": {str(g): grades.count(g) for g in (3, 2, 1, 0)},
+        "n": {"familiarity": len(inputs.familiar), "familiarity_trained": n_trained,
+              "familiarity_untrained": len(inputs.familiar) - n_trained, "stories": len(inputs.trained_story),
+              "stories_trained": sum(inputs.trained_story.values()), "completion": len(inputs.completion),
+              "general": sum(p.kind == "general" for p in inputs.general),
+              "near": sum(p.kind == "near" for p in inputs.general), "verbatim_trained": len(inputs.inside),
+              "verbatim_untrained": len(inputs.outside), "retain_windows": len(inputs.retain),
+              "retain_tokens": int(scores.loc[scores["measure"] == "retain", "tokens"].sum()),
+              "training_blocks": inputs.training_blocks},
+        "intervals": {key: {"low": round(value.low, 6), "high": round(value.high, 6)}
+                      for key, value in intervals.items() if value is not None},
+    }
+
+
 def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -> tuple[dict[str, Any], dict]:
     """Evaluate ``models/<model_name>``; write its scores, completions and metrics file.
 
@@ -147,118 +283,40 @@ def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -
     """
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise PipelineError(f"model name {model_name!r}: use letters, digits, '_', '.', '-' (a folder under models/)")
-    settings, probe_files = params.evaluate, params.evaluate.probes
-    clock, seconds = time.perf_counter(), {}
-    # Read every input before the (slow) model load: a bad probe file fails at once.
-    familiar = read_probe_file(root / probe_files.familiarity, "familiarity")
-    completion = read_probe_file(root / probe_files.completion, "completion")
-    general = read_probe_file(root / probe_files.general, "general")
-    genre_terms = read_term_file(root / probe_files.genre_terms)
-    docs = read_dataset("documents", root, columns=["doc_id", "corpus", "text"])
-    documents = dict(zip(docs.loc[docs["corpus"] == "forget", "doc_id"], docs.loc[docs["corpus"] == "forget", "text"]))
-    trained = trained_spans(params, root)
-    stories = story_spans([p.story for p in familiar], documents)
-    trained_story = {title: count > 0 for title, count in trained_stories(stories, trained).items()}
-    dictionary = read_dataset("dictionary", root, columns=["anchor", "variants", "forget_count"])
-    corpus_words = sum(len(re.findall(r"\w+", text)) for text in documents.values())
-
-    from wordfreq import zipf_frequency
-
-    anchor_terms, weak_terms = grading.grading_terms(
-        zip(dictionary["anchor"], dictionary["variants"], dictionary["forget_count"]), genre_terms,
-        zipf=lambda term: zipf_frequency(term, "en"), corpus_words=corpus_words,
-        min_specificity=settings.min_anchor_specificity, common_phrase_zipf=settings.common_phrase_zipf,
-    )
-    anchors, genre, weak = (grading.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms))
-
+    settings, seconds = params.evaluate, {}
+    clock = time.perf_counter()
     folder = root / model_dir(model_name)
-    tokenizer = load_tokenizer(folder)
-    inside, outside = forget_windows(params, root, tokenizer, documents, trained)
-    retain_ids, retain = retain_texts(params, root)
-    familiar_pairs = encode_pairs(tokenizer, familiar, str(probe_files.familiarity))
-    general_pairs = encode_pairs(tokenizer, general, str(probe_files.general))
-    completion_prompts = [tokenizer(p.prompt)["input_ids"] for p in completion]
+    inputs, tokenizer = read_inputs(params, root, folder)
     seconds["inputs"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     model = load_model(folder, dtype=settings.dtype)
     seconds["load"] = time.perf_counter() - clock
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
-    batch = {"batch_size": settings.batch_size}
-    total = len(familiar) + len(general) + len(completion) + len(inside) + len(outside) + len(retain)
-    with tqdm(total=total, desc=f"evaluate {model_name}", unit="item") as bar:
-        def timed(name: str, run):
-            start = time.perf_counter()
-            result = run()
-            seconds[name] = time.perf_counter() - start
-            return result
-
-        familiar_scores = timed("familiarity", lambda: generation.answer_probes(
-            model, familiar_pairs, pad_id=pad_id, progress=bar.update, **batch))
-        general_scores = timed("general", lambda: generation.answer_probes(
-            model, general_pairs, pad_id=pad_id, progress=bar.update, **batch))
-        continuations = timed("completion", lambda: generation.greedy_continuations(
-            model, completion_prompts, max_new_tokens=settings.max_new_tokens, pad_id=pad_id,
-            eos_id=tokenizer.eos_token_id, progress=bar.update, **batch))
-        window_scores = functools.partial(generation.window_scores, model,
-                                          prefix_tokens=settings.verbatim.prefix_tokens, progress=bar.update, **batch)
-        inside_scores = timed("verbatim_trained", lambda: window_scores([w.prefix_ids + w.continuation_ids
-                                                                         for w in inside]))
-        outside_scores = timed("verbatim_untrained", lambda: window_scores([w.prefix_ids + w.continuation_ids
-                                                                            for w in outside]))
-        retain_lp = timed("retain", lambda: generation.token_logprobs(
-            model, retain, pad_id=pad_id, progress=bar.update, **batch))
+    found = run_model(model, inputs, settings, pad_id=pad_id, eos_id=tokenizer.eos_token_id, label=model_name,
+                      seconds=seconds)
 
     clock = time.perf_counter()
     decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
-    texts = [decode(c) for c in continuations]
+    texts = [decode(c) for c in found["completion"]]
+    anchors, genre, weak = inputs.grading
     graded = [grading.grade_completion(text, anchors, p.keywords, genre, weak_terms=weak, prompt=p.prompt)
-              for p, text in zip(completion, texts)]
-    k = settings.min_k_percent
-    rows = (
-        _probe_rows(familiar, familiar_scores, [decode(s.greedy) for s in familiar_scores], trained_story,
-                    "familiarity")
-        + _probe_rows(general, general_scores, [decode(s.greedy) for s in general_scores], {})
-        + [{"measure": "completion", "unit_id": p.id, "story": "", "trained": False, "output": text,
-            "score": float(metrics.completion_score(g))} for p, text, (g, _) in zip(completion, texts, graded)]
-        + _window_rows(inside, inside_scores, [decode(s.greedy) for s in inside_scores], "verbatim_trained",
-                       k_percent=k)
-        + _window_rows(outside, outside_scores, [decode(s.greedy) for s in outside_scores], "verbatim_untrained",
-                       k_percent=k)
-        + [{"measure": "retain", "unit_id": b, "story": "", "trained": False, "output": "", "nll": float(-lp.sum()),
-            "tokens": float(len(lp))} for b, lp in zip(retain_ids, retain_lp)]
-    )
-    scores = pd.DataFrame(rows, columns=list(headlines.UNIT_COLUMNS)[1:]).assign(model=model_name)
-    scores = scores[list(headlines.UNIT_COLUMNS)]
-    boot = settings.bootstrap
-    intervals = headlines.headline_intervals(scores, n_resamples=boot.resamples, confidence=boot.confidence,
-                                             seed=boot.seed)
+              for p, text in zip(inputs.completion, texts)]
     grades = [g for g, _ in graded]
-    n_trained = sum(trained_story.get(p.story, False) for p in familiar)
-    metric_values = {
-        "model": model_name,
-        **{key: None if value is None else round(value.estimate, 6) for key, value in intervals.items()},
-        "completion_grades": {str(g): grades.count(g) for g in (3, 2, 1, 0)},
-        "n": {"familiarity": len(familiar), "familiarity_trained": n_trained,
-              "familiarity_untrained": len(familiar) - n_trained, "stories": len(stories),
-              "stories_trained": sum(trained_story.values()), "completion": len(completion),
-              "general": sum(p.kind == "general" for p in general), "near": sum(p.kind == "near" for p in general),
-              "verbatim_trained": len(inside), "verbatim_untrained": len(outside), "retain_windows": len(retain),
-              "retain_tokens": int(sum(len(lp) for lp in retain_lp)), "training_blocks": len(trained)},
-        "intervals": {key: {"low": round(value.low, 6), "high": round(value.high, 6)}
-                      for key, value in intervals.items() if value is not None},
-    }
+    scores = unit_scores(model_name, inputs, found, texts, grades, decode=decode, k_percent=settings.min_k_percent)
+    values = metrics_file(model_name, inputs, scores, grades, settings.bootstrap)
 
     used = section_dict(params, "evaluate") | {"model": model_name, "finetune.dataset": params.finetune.dataset}
     completions = [{"model": model_name, "probe_id": p.id, "prompt": p.prompt, "completion": text, "grade": grade,
-                    "matched_terms": list(terms)} for p, text, (grade, terms) in zip(completion, texts, graded)]
-    with DatasetWriter(completions_contract(model_name), stage=f"{STAGE}@{model_name}", params=used, root=root) as out:
+                    "matched_terms": list(terms)} for p, text, (grade, terms) in zip(inputs.completion, texts, graded)]
+    stage = f"{STAGE}@{model_name}"
+    with DatasetWriter(completions_contract(model_name), stage=stage, params=used, root=root) as out:
         out.write(pd.DataFrame(completions))
-    with DatasetWriter(scores_contract(model_name), stage=f"{STAGE}@{model_name}", params=used, root=root) as out:
+    with DatasetWriter(scores_contract(model_name), stage=stage, params=used, root=root) as out:
         out.write(scores)
-    atomic_write_text(root / METRICS_DIR / f"{model_name}.json", json.dumps(metric_values, indent=2) + "\n")
+    atomic_write_text(root / METRICS_DIR / f"{model_name}.json", json.dumps(values, indent=2) + "\n")
     seconds["scoring"] = time.perf_counter() - clock
-    return metric_values, {key: round(value, 1) for key, value in seconds.items()}
+    return values, {key: round(value, 1) for key, value in seconds.items()}
 
 
 def run(params: Params, *, model: str, root: Path = Path(".")) -> dict:

@@ -140,7 +140,7 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
     sizes = metrics[base_name].get("n", {})
     lines += [
         "", f"Units: {sizes.get('familiarity')} familiarity probes over {sizes.get('stories')} stories "
-        f"({sizes.get('familiarity_trained')} probes from the {sizes.get('stories_trained')} stories trained on), "
+        f"({sizes.get('familiarity_trained')} of them from the {_stories(sizes.get('stories_trained'))} trained on), "
         f"{sizes.get('completion')} completion, {sizes.get('general')} general, {sizes.get('near')} near-collateral "
         f"probes; verbatim windows: {sizes.get('verbatim_trained')} of text trained on, "
         f"{sizes.get('verbatim_untrained')} of forget text never trained on; {sizes.get('retain_windows')} held-out "
@@ -149,6 +149,10 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
         "", f"![familiarity against retain perplexity]({figure})", "",
     ]
     return "\n".join(lines)
+
+
+def _stories(count: int | None) -> str:
+    return "1 story" if count == 1 else f"{count} stories"
 
 
 def plot_frame(metrics: dict[str, dict]) -> pd.DataFrame:

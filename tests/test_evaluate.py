@@ -209,6 +209,16 @@ def test_a_second_run_writes_the_same_metrics(evaluated: Path, tmp_path: Path):
     assert _metrics(root) == _metrics(evaluated)
 
 
+def test_bfloat16_evaluates_the_same_units_with_close_numbers(evaluated: Path, tmp_path: Path):
+    root = tmp_path / "bf16"
+    shutil.copytree(evaluated, root)
+    evaluate.evaluate_model(_params(root, dtype="bfloat16"), "baseline", root=root)
+    full, half = _metrics(evaluated), _metrics(root)
+    assert half["n"] == full["n"]
+    assert half["retain_perplexity"] == pytest.approx(full["retain_perplexity"], rel=0.05)
+    assert half["familiarity_mean_logprob"] == pytest.approx(full["familiarity_mean_logprob"], abs=0.2)
+
+
 def test_a_missing_probe_file_stops_the_stage_before_the_model_loads(project: Path, tmp_path: Path):
     params = _params(project, probes={
         "familiarity": str(tmp_path / "nowhere.jsonl"), "completion": str(project / "probes" / "completion.jsonl"),

@@ -60,7 +60,7 @@ HEADLINES = (
     Headline("familiarity_mean_rank", "familiarity probes: mean rank of the answer", "num", "familiarity", "rank",
              relative=True),
     Headline("familiarity_rouge_l", "familiarity probes: ROUGE-L F1 of the greedy answer", "prob", "familiarity",
-             "rouge_l", relative=True),
+             "rouge_l"),
     Headline("familiarity_trained_top1_rate", "  stories trained on: top-1 rate", "pct", "familiarity", "top1",
              trained=True),
     Headline("familiarity_trained_mean_prob", "  stories trained on: mean p(first answer token)", "prob",
