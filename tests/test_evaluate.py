@@ -3,7 +3,6 @@ core functions, stories and windows trained on, bad inputs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path

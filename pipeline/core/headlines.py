@@ -2,10 +2,11 @@
 
 A model's *unit scores* are one row per unit measured (a probe, a verbatim window, a retain
 window) in a frame with the columns of :data:`UNIT_COLUMNS` (the stage's dataset
-``evaluation_scores_<model>``, contract :mod:`schemas.evaluation`). A :class:`Headline` says
-which rows and columns make one number and with which statistic; :func:`headline_intervals`
-gives every headline of one model with its bootstrap interval, :func:`paired_deltas` every
-change against the baseline with its paired interval (units matched by ``unit_id``).
+``evaluation_scores_<model>``, contract :mod:`schemas.evaluation`, whose ``MEASURES`` say what a
+row measures). A :class:`Headline` says which rows and columns make one number and with which
+statistic; :func:`headline_intervals` gives every headline of one model with its bootstrap
+interval, :func:`paired_deltas` every change against the baseline with its paired interval
+(units matched by ``unit_id``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pandas as pd
 
 from pipeline.core import bootstrap
 from pipeline.core.bootstrap import Interval
-from schemas.evaluation import MEASURES  # what a unit row measures, spelled once by the contract
 
 VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "rouge_l", "score", "nll", "tokens",
                  "min_k")
