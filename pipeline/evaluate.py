@@ -1,21 +1,20 @@
 """Stage ``evaluate``: what a model knows of the forget corpus, and what it kept.
 
 ``python -m pipeline.evaluate <model>`` evaluates ``models/<model>`` (``dvc repro`` runs it for
-``baseline``, ``reinforced`` and ``unlearned``, a DVC ``foreach``) and writes
+``baseline``, ``reinforced`` and ``unlearned``, a DVC ``foreach``; docs/evaluation.md) and writes
 
-* ``metrics/evaluation/<model>.json``: familiarity by probability (top-1 rate, mean probability
-  and rank of the true continuation over ``evaluate.probes.familiarity``), familiarity by
-  completion ((5 x count(3) + count(2)) / N over ``evaluate.probes.completion``, with the count
-  of each grade), retention (perplexity on held-out ``retain_blocks``; top-1 rate and mean
-  probability on the general and near-collateral probes), leakage (Min-K% Prob membership AUC,
-  forget ``blocks`` against held-out retain blocks), the size of each set and the timings;
+* ``evaluation_scores_<model>``: one row per unit measured (familiarity, general and
+  near-collateral probes; completion probes; verbatim windows of forget text trained on and never
+  trained on; held-out retain windows) with its scores and the model's greedy output;
+* ``metrics/evaluation/<model>.json``: the headline numbers (:mod:`pipeline.core.headlines`),
+  each with its 95% bootstrap interval, the completion grades and the size of every set;
 * ``evaluation_completions_<model>``: every completion with its grade and the terms that
   decided it (the input of the ``evaluation`` review project).
 
-``python -m pipeline.evaluate report`` reads the three metrics files and writes
-``reports/evaluation.md`` (before/after table with deltas against the baseline),
-``reports/evaluation.png`` and ``plots/evaluation.csv`` (familiarity against retain perplexity,
-for ``dvc plots``). The metrics themselves are :mod:`pipeline.core.metrics`.
+"Trained on" means the fine-tune's training blocks: the dataset version ``finetune.dataset``
+pins. Timings go to the stage's summary line, never to the metrics file (they would make
+``dvc metrics diff`` noisy). The report comparing the models is stage ``report``
+(:mod:`pipeline.report`).
 """
 
 from __future__ import annotations
@@ -25,128 +24,57 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
 
-from pipeline.core import metrics as evaluation
-from pipeline.stage import run_stage
+from pipeline.core import generation, grading, headlines, metrics
+from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
+from pipeline.core.provenance import Span, Window, story_spans, trained_stories, verbatim_windows
+from pipeline.core.sampling import spread_sample
 from pipeline.errors import PipelineError
 from pipeline.models import load_model, load_tokenizer
-from pipeline.paths import model_dir
 from pipeline.params import Params, section_dict
-from pipeline.core.sampling import spread_sample
+from pipeline.paths import model_dir
+from pipeline.stage import run_stage
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset
-from schemas.evaluation import MODELS, completions_contract
+from pipeline.versions import read_pinned
+from schemas.evaluation import MODELS, completions_contract, scores_contract
 
 STAGE = "evaluate"
-PARAMS = ("evaluate",)
-REPORT_PARAMS: tuple[str, ...] = ()  # stage `report` reads only the metrics files
+PARAMS = ("evaluate", "finetune.dataset")
 METRICS_DIR = Path("metrics/evaluation")
-REPORT = Path("reports/evaluation.md")
-FIGURE = Path("reports/evaluation.png")
-PLOT = Path("plots/evaluation.csv")
-_SAMPLE_SEED = 0  # which blocks a cap keeps: fixed, so every model sees the same blocks
-_KINDS = ("general", "near")
+_SAMPLE_SEED = 0  # which retain blocks a cap keeps: fixed, so every model sees the same ones
 
 
-class ProbeError(PipelineError):
-    """A probe file is missing or malformed; the message names the file, line and problem."""
+# --------------------------------------------------------------------------- inputs
 
 
-# --------------------------------------------------------------------------- probe files
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One probe: ``answer`` for probability probes, ``keywords`` for completion probes."""
-
-    id: str
-    prompt: str
-    answer: str | None = None
-    keywords: tuple[str, ...] = field(default=())
-    kind: str | None = None
-
-
-_FIELDS = {"familiarity": ("answer",), "completion": ("keywords",), "general": ("answer", "kind")}
-
-
-def read_probes(path: Path | str, kind: str) -> list[Probe]:
-    """Read a probe file of ``kind`` (``familiarity``, ``completion`` or ``general``).
-
-    Raises :class:`ProbeError` naming the file and line for a missing or empty file, a line that
-    is not a JSON object, a missing or empty field, a wrong type or a duplicate id.
-    """
-    path = Path(path)
+def read_probe_file(path: Path, kind: str) -> list[Probe]:
+    """The probes of ``path`` (:func:`pipeline.core.probes.parse_probes`); a missing or non-UTF-8
+    file is a :class:`ProbeError` naming it and the params key."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProbeError(f"{path}: probe file not found (evaluate.probes.{kind} in params.yaml)") from None
     except UnicodeDecodeError as exc:
         raise ProbeError(f"{path}: not valid UTF-8 at byte offset {exc.start}") from None
-    probes, seen = [], {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ProbeError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise ProbeError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        values = {name: _text_field(record, name, where) for name in ("id", "prompt")}
-        for name in _FIELDS[kind]:
-            if name == "keywords":
-                values[name] = _keywords(record, where)
-            else:
-                values[name] = _text_field(record, name, where)
-        if kind == "general" and values["kind"] not in _KINDS:
-            raise ProbeError(f"{where}: field 'kind' must be one of {', '.join(_KINDS)} (got {values['kind']!r})")
-        if values["id"] in seen:
-            raise ProbeError(f"{where}: duplicate id {values['id']!r} (first on line {seen[values['id']]})")
-        seen[values["id"]] = number
-        probes.append(Probe(**values))
-    if not probes:
-        raise ProbeError(f"{path}: no probes (an empty file)")
-    return probes
+    return parse_probes(text, kind, source=str(path))
 
 
-def _text_field(record: dict, name: str, where: str) -> str:
-    if name not in record:
-        raise ProbeError(f"{where}: missing field {name!r}")
-    value = record[name]
-    if not isinstance(value, str):
-        raise ProbeError(f"{where}: field {name!r} must be a string (got {type(value).__name__})")
-    if not value.strip():
-        raise ProbeError(f"{where}: field {name!r} is empty")
-    return value
-
-
-def _keywords(record: dict, where: str) -> tuple[str, ...]:
-    value = record.get("keywords")
-    if "keywords" not in record:
-        raise ProbeError(f"{where}: missing field 'keywords'")
-    if not isinstance(value, list) or not value or not all(isinstance(k, str) and k.strip() for k in value):
-        raise ProbeError(f"{where}: field 'keywords' must be a non-empty list of non-empty strings (got {value!r})")
-    return tuple(value)
-
-
-def read_terms(path: Path | str) -> list[str]:
-    """One term a line; blank lines and ``#`` comments skipped."""
-    path = Path(path)
+def read_term_file(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        return parse_terms(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProbeError(f"{path}: term list not found (evaluate.probes.genre_terms in params.yaml)") from None
     except UnicodeDecodeError as exc:
         raise ProbeError(f"{path}: not valid UTF-8 at byte offset {exc.start}") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def encode_pairs(tokenizer, probes: list[Probe], path: Path | str) -> list[tuple[list[int], list[int]]]:
+def encode_pairs(tokenizer, probes: list[Probe], source: str) -> list[tuple[list[int], list[int]]]:
     """``(prompt_ids, answer_ids)`` per probe: the prompt as the tokenizer encodes it by default
     (with BOS where the model expects one), the answer alone without special tokens."""
     pairs = []
@@ -154,263 +82,256 @@ def encode_pairs(tokenizer, probes: list[Probe], path: Path | str) -> list[tuple
         prompt = tokenizer(probe.prompt)["input_ids"]
         answer = tokenizer(probe.answer, add_special_tokens=False)["input_ids"]
         if not prompt or not answer:
-            raise ProbeError(f"{path}: probe {probe.id!r}: its {'prompt' if not prompt else 'answer'} has no tokens")
+            raise ProbeError(f"{source}: probe {probe.id!r}: its {'prompt' if not prompt else 'answer'} has no tokens")
         pairs.append((prompt, answer))
     return pairs
+
+
+def trained_spans(params: Params, root: Path) -> list[Span]:
+    """The character spans of the fine-tune's training blocks (the pinned dataset version)."""
+    frame = read_pinned(params, root=root, columns=["doc_id", "char_start", "char_end"])
+    return [Span(r.doc_id, int(r.char_start), int(r.char_end)) for r in frame.itertuples(index=False)]
+
+
+def retain_texts(params: Params, root: Path) -> tuple[list[str], list[list[int]]]:
+    """Held-out retain blocks (ids, token ids), capped and spread, each cut to ``retain_tokens``."""
+    settings = params.evaluate
+    frame = read_dataset("retain_blocks", root, columns=["block_id", "doc_id", "index", "input_ids", "split"])
+    rows = spread_sample(frame[frame["split"] == "heldout"].to_dict("records"), settings.max_retain_blocks,
+                         seed=_SAMPLE_SEED)
+    cut = settings.retain_tokens
+    rows = [(r["block_id"], list(r["input_ids"])[:cut] if cut else list(r["input_ids"])) for r in rows]
+    rows = [(block_id, ids) for block_id, ids in rows if len(ids) >= 2]
+    return [b for b, _ in rows], [ids for _, ids in rows]
+
+
+def forget_windows(params: Params, root: Path, tokenizer, documents: dict[str, str], trained: list[Span]):
+    """Verbatim windows ``(text trained on, forget text never trained on)`` starting at passage starts."""
+    verbatim = params.evaluate.verbatim
+    passages = read_dataset("passages", root, columns=["doc_id", "corpus", "char_start"])
+    starts = [(d, int(s)) for d, c, s in passages[["doc_id", "corpus", "char_start"]].itertuples(index=False)
+              if c == "forget" and d in documents]
+
+    def encode(text: str):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return encoded["input_ids"], encoded["offset_mapping"]
+
+    return tuple(verbatim_windows(
+        documents, starts, trained, inside=inside, encode=encode, prefix_tokens=verbatim.prefix_tokens,
+        continuation_tokens=verbatim.continuation_tokens, limit=verbatim.windows,
+    ) for inside in (True, False))
 
 
 # --------------------------------------------------------------------------- one model
 
 
-def _pad_id(tokenizer) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return candidate
-    return 0
+@dataclass
+class Inputs:
+    """Everything the evaluation reads, tokenized with the model's tokenizer."""
+
+    familiar: list[Probe]
+    completion: list[Probe]
+    general: list[Probe]
+    trained_story: dict[str, bool]
+    """Story title -> whether a training block shares text with it."""
+    training_blocks: int
+    grading: tuple[grading.TermMatcher, grading.TermMatcher, grading.TermMatcher]
+    """Anchor, genre and weak terms (:func:`pipeline.core.grading.grade_completion`)."""
+    familiar_pairs: list[tuple[list[int], list[int]]]
+    general_pairs: list[tuple[list[int], list[int]]]
+    completion_prompts: list[list[int]]
+    inside: list[Window]
+    outside: list[Window]
+    retain_ids: list[str]
+    retain: list[list[int]]
 
 
-def _round(value: float | None, digits: int = 6) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-def evaluation_blocks(params: Params, root: Path) -> tuple[list[list[int]], list[list[int]]]:
-    """Forget blocks (members) and held-out retain blocks (non-members), capped and spread."""
-    settings = params.evaluate
-    forget = read_dataset("blocks", root, columns=["block_id", "doc_id", "index", "input_ids"])
-    retain = read_dataset("retain_blocks", root, columns=["block_id", "doc_id", "index", "input_ids", "split"])
-    retain = retain[retain["split"] == "heldout"].drop(columns="split")
-    chosen = []
-    for frame, limit in ((forget, settings.max_forget_blocks), (retain, settings.max_retain_blocks)):
-        rows = spread_sample(frame.to_dict("records"), limit, seed=_SAMPLE_SEED)
-        chosen.append([list(r["input_ids"]) for r in rows if len(r["input_ids"]) >= 2])
-    return chosen[0], chosen[1]
-
-
-def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -> dict[str, Any]:
-    """Evaluate ``models/<model_name>``; write its metrics file and completions dataset."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
-        raise PipelineError(f"model name {model_name!r}: use letters, digits, '_', '.', '-' (a folder under models/)")
-    settings = params.evaluate
-    probes = settings.probes
-    # Read every input before the (slow) model load: a bad probe file fails at once.
-    familiar = read_probes(root / probes.familiarity, "familiarity")
-    completion = read_probes(root / probes.completion, "completion")
-    general = read_probes(root / probes.general, "general")
-    genre_terms = read_terms(root / probes.genre_terms)
+def read_inputs(params: Params, root: Path, model_folder: Path):
+    """Probes, stories trained on, grading terms, verbatim windows and retain texts, tokenized with
+    the tokenizer of ``model_folder``; returns ``(inputs, tokenizer)``. Every file is read and
+    checked before the tokenizer loads: a bad probe file fails at once."""
+    settings, probe_files = params.evaluate, params.evaluate.probes
+    familiar = read_probe_file(root / probe_files.familiarity, "familiarity")
+    completion = read_probe_file(root / probe_files.completion, "completion")
+    general = read_probe_file(root / probe_files.general, "general")
+    genre_terms = read_term_file(root / probe_files.genre_terms)
+    docs = read_dataset("documents", root, columns=["doc_id", "corpus", "text"])
+    forget = docs[docs["corpus"] == "forget"]
+    documents = dict(zip(forget["doc_id"], forget["text"]))
+    trained = trained_spans(params, root)
+    stories = story_spans([p.story for p in familiar], documents)
     dictionary = read_dataset("dictionary", root, columns=["anchor", "variants", "forget_count"])
-    documents = read_dataset("documents", root, columns=["corpus", "text"])
-    corpus_words = sum(len(re.findall(r"\w+", text)) for text in documents.loc[documents["corpus"] == "forget", "text"])
-    forget_blocks, retain_blocks = evaluation_blocks(params, root)
 
     from wordfreq import zipf_frequency
 
-    anchor_terms, weak_terms = evaluation.grading_terms(
+    anchor_terms, weak_terms = grading.grading_terms(
         zip(dictionary["anchor"], dictionary["variants"], dictionary["forget_count"]), genre_terms,
-        zipf=lambda term: zipf_frequency(term, "en"), corpus_words=corpus_words,
+        zipf=lambda term: zipf_frequency(term, "en"),
+        corpus_words=sum(len(re.findall(r"\w+", text)) for text in documents.values()),
         min_specificity=settings.min_anchor_specificity, common_phrase_zipf=settings.common_phrase_zipf,
     )
-    anchors, genre, weak = (evaluation.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms))
+    tokenizer = load_tokenizer(model_folder)
+    inside, outside = forget_windows(params, root, tokenizer, documents, trained)
+    retain_ids, retain = retain_texts(params, root)
+    return Inputs(
+        familiar=familiar, completion=completion, general=general,
+        trained_story={title: count > 0 for title, count in trained_stories(stories, trained).items()},
+        training_blocks=len(trained),
+        grading=tuple(grading.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms)),
+        familiar_pairs=encode_pairs(tokenizer, familiar, str(probe_files.familiarity)),
+        general_pairs=encode_pairs(tokenizer, general, str(probe_files.general)),
+        completion_prompts=[tokenizer(p.prompt)["input_ids"] for p in completion],
+        inside=inside, outside=outside, retain_ids=retain_ids, retain=retain,
+    ), tokenizer
 
-    folder = root / model_dir(model_name)
-    tokenizer = load_tokenizer(folder)
-    model = load_model(folder)
-    pad_id, batch = _pad_id(tokenizer), settings.batch_size
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
 
-    clock = time.perf_counter()
-    familiar_scores = evaluation.score_answers(
-        model, encode_pairs(tokenizer, familiar, root / probes.familiarity), batch_size=batch, pad_id=pad_id)
-    seconds["familiarity"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    general_scores = evaluation.score_answers(
-        model, encode_pairs(tokenizer, general, root / probes.general), batch_size=batch, pad_id=pad_id)
-    seconds["general"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    texts = evaluation.generate_completions(
-        model, tokenizer, [p.prompt for p in completion], max_new_tokens=settings.max_new_tokens, batch_size=batch)
-    graded = [evaluation.grade_completion(text, anchors, p.keywords, genre, weak_terms=weak, prompt=p.prompt)
-              for p, text in zip(completion, texts)]
-    seconds["completion"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    forget_lp = evaluation.token_logprobs(model, forget_blocks, batch_size=batch, pad_id=pad_id)
-    retain_lp = evaluation.token_logprobs(model, retain_blocks, batch_size=batch, pad_id=pad_id)
-    k = settings.min_k_percent
-    auc = evaluation.membership_auc([evaluation.min_k_score(lp, k) for lp in forget_lp],
-                                    [evaluation.min_k_score(lp, k) for lp in retain_lp])
-    seconds["blocks"] = time.perf_counter() - clock
-    seconds["total"] = time.perf_counter() - started
-
-    fam = evaluation.summarise_scores(familiar_scores)
-    by_kind = {kind: evaluation.summarise_scores([s for s, p in zip(general_scores, general) if p.kind == kind])
-               for kind in _KINDS}
-    grades = [g for g, _ in graded]
-    metrics = {
-        "model": model_name,
-        "familiarity_top1_rate": _round(fam["top1_rate"]),
-        "familiarity_mean_prob": _round(fam["mean_prob"]),
-        "familiarity_mean_answer_prob": _round(fam["mean_answer_prob"]),
-        "familiarity_mean_rank": _round(fam["mean_rank"], 2),
-        "completion_familiarity": _round(evaluation.familiarity(grades)),
-        "completion_grades": {str(g): grades.count(g) for g in (3, 2, 1, 0)},
-        "retain_perplexity": _round(evaluation.perplexity(retain_lp), 4),
-        "forget_perplexity": _round(evaluation.perplexity(forget_lp), 4),
-        "general_top1_rate": _round(by_kind["general"]["top1_rate"]),
-        "general_mean_prob": _round(by_kind["general"]["mean_prob"]),
-        "near_top1_rate": _round(by_kind["near"]["top1_rate"]),
-        "near_mean_prob": _round(by_kind["near"]["mean_prob"]),
-        "min_k_auc": _round(auc),
-        "n": {"familiarity": len(familiar), "completion": len(completion), "general": by_kind["general"]["n"],
-              "near": by_kind["near"]["n"], "forget_blocks": len(forget_blocks), "retain_blocks": len(retain_blocks),
-              "retain_tokens": int(sum(len(lp) for lp in retain_lp))},
-        "seconds": {key: round(value, 2) for key, value in seconds.items()},
-        "device": str(next(model.parameters()).device),
+def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | None, label: str,
+              seconds: dict[str, float]) -> dict[str, list]:
+    """Every forward pass of the evaluation, under one progress bar; ``seconds`` gets each phase's time."""
+    batch = {"batch_size": settings.batch_size}
+    total = sum(map(len, (inputs.familiar, inputs.general, inputs.completion, inputs.inside, inputs.outside,
+                          inputs.retain)))
+    phases = {
+        "familiarity": lambda bar: generation.answer_probes(
+            model, inputs.familiar_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "general": lambda bar: generation.answer_probes(
+            model, inputs.general_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "completion": lambda bar: generation.greedy_continuations(
+            model, inputs.completion_prompts, max_new_tokens=settings.max_new_tokens, pad_id=pad_id, eos_id=eos_id,
+            progress=bar.update, **batch),
+        **{f"verbatim_{side}": lambda bar, windows=windows: generation.window_scores(
+            model, [w.prefix_ids + w.continuation_ids for w in windows],
+            prefix_tokens=settings.verbatim.prefix_tokens, progress=bar.update, **batch)
+           for side, windows in (("trained", inputs.inside), ("untrained", inputs.outside))},
+        "retain": lambda bar: generation.token_logprobs(
+            model, inputs.retain, pad_id=pad_id, progress=bar.update, **batch),
     }
-
-    rows = [{"model": model_name, "probe_id": p.id, "prompt": p.prompt, "completion": text, "grade": grade,
-             "matched_terms": list(terms)} for p, text, (grade, terms) in zip(completion, texts, graded)]
-    used = section_dict(params, *PARAMS) | {"model": model_name}
-    with DatasetWriter(completions_contract(model_name), stage=f"{STAGE}@{model_name}", params=used, root=root) as writer:
-        writer.write(pd.DataFrame(rows))
-    atomic_write_text(root / METRICS_DIR / f"{model_name}.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
-
-
-def run(params: Params, *, model: str, root: Path = Path(".")) -> dict:
-    metrics = evaluate_model(params, model, root=root)
-    keys = ("familiarity_top1_rate", "familiarity_mean_prob", "completion_familiarity", "retain_perplexity",
-            "general_top1_rate", "near_top1_rate", "min_k_auc")
-    return {key: metrics[key] for key in keys} | {"seconds": metrics["seconds"]["total"]}
-
-
-# --------------------------------------------------------------------------- report
-
-_TABLE = (
-    ("familiarity_top1_rate", "familiarity probes: top-1 rate", "pct"),
-    ("familiarity_mean_prob", "familiarity probes: mean p(first answer token)", "prob"),
-    ("familiarity_mean_rank", "familiarity probes: mean rank of the answer", "num"),
-    ("completion_familiarity", "completion familiarity, (5 x n3 + n2) / N", "num"),
-    ("retain_perplexity", "retain perplexity (held-out blocks)", "num"),
-    ("general_top1_rate", "general knowledge: top-1 rate", "pct"),
-    ("general_mean_prob", "general knowledge: mean p(first answer token)", "prob"),
-    ("near_top1_rate", "near-collateral: top-1 rate", "pct"),
-    ("near_mean_prob", "near-collateral: mean p(first answer token)", "prob"),
-    ("min_k_auc", "leakage: Min-K% membership AUC", "prob"),
-)
-PLOT_COLUMNS = ("model", "familiarity_top1_rate", "completion_familiarity", "retain_perplexity",
-                "general_top1_rate", "near_top1_rate", "min_k_auc")
-
-
-def _cell(value: float | None, style: str) -> str:
-    if value is None:
-        return "n/a"
-    return {"pct": f"{100 * value:.1f}%", "prob": f"{value:.3f}", "num": f"{value:.2f}"}[style]
-
-
-def _delta(value: float | None, base: float | None, style: str) -> str:
-    if value is None or base is None:
-        return ""
-    diff = value - base
-    text = {"pct": f"{100 * diff:+.1f} pt", "prob": f"{diff:+.3f}", "num": f"{diff:+.2f}"}[style]
-    if style == "num" and base:
-        text += f", {100 * diff / base:+.0f}%"
-    return f" ({text})"
-
-
-def read_metrics(root: Path, models: tuple[str, ...] = MODELS) -> dict[str, dict]:
     found = {}
-    for name in models:
-        path = root / METRICS_DIR / f"{name}.json"
-        try:
-            found[name] = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PipelineError(f"{path}: missing (run `dvc repro evaluate@{name}` first)") from None
-        except json.JSONDecodeError as exc:
-            raise PipelineError(f"{path}: not valid JSON ({exc.msg})") from None
+    with tqdm(total=total, desc=f"evaluate {label}", unit="item") as bar:
+        for name, phase in phases.items():
+            clock = time.perf_counter()
+            found[name] = phase(bar)
+            seconds[name] = time.perf_counter() - clock
     return found
 
 
-def report_markdown(metrics: dict[str, dict], *, figure: str = FIGURE.name) -> str:
-    """The before/after table (deltas against the first model, the baseline) and the plot."""
-    names = list(metrics)
-    base = metrics[names[0]]
-    lines = [
-        "# Evaluation", "",
-        f"Written by `python -m pipeline.evaluate report` (stage `report`) from `{METRICS_DIR}/<model>.json`; "
-        f"deltas against {names[0]}. Probe sets and metrics: README, Evaluation.", "",
-        "| metric | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for key, label, style in _TABLE:
-        cells = [_cell(base.get(key), style)]
-        cells += [_cell(metrics[n].get(key), style) + _delta(metrics[n].get(key), base.get(key), style) for n in names[1:]]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| completion grades 3 / 2 / 1 / 0 | " + " | ".join(
-        " / ".join(str(metrics[n].get("completion_grades", {}).get(g, 0)) for g in "3210") for n in names) + " |")
-    sizes = base.get("n", {})
-    lines += [
-        "", f"Probes: {sizes.get('familiarity')} familiarity, {sizes.get('completion')} completion, "
-        f"{sizes.get('general')} general, {sizes.get('near')} near-collateral; blocks: {sizes.get('forget_blocks')} "
-        f"forget, {sizes.get('retain_blocks')} held-out retain ({sizes.get('retain_tokens')} scored tokens).",
-        "", f"![familiarity against retain perplexity]({figure})", "",
-    ]
-    return "\n".join(lines)
+def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure: str | None = None) -> list[dict]:
+    """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
+    return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "",
+             "trained": trained_story.get(p.story, False), "output": out, "top1": float(s.top1),
+             "first_prob": s.first_prob, "first_logprob": s.first_logprob, "answer_prob": s.prob,
+             "rank": float(s.first_rank),
+             "rouge_l": metrics.rouge_l(out, p.answer)} for p, s, out in zip(probes, scores, outputs)]
 
 
-def plot_frame(metrics: dict[str, dict]) -> pd.DataFrame:
-    return pd.DataFrame([{col: m.get(col) if col != "model" else name for col in PLOT_COLUMNS}
-                         for name, m in metrics.items()])
+def _window_rows(windows, scores, outputs, measure: str, *, k_percent: float) -> list[dict]:
+    return [{"measure": measure, "unit_id": w.id, "story": "", "trained": measure == "verbatim_trained",
+             "output": out, "rouge_l": metrics.rouge_l(out, w.continuation), "nll": float(-s.logprobs.sum()),
+             "tokens": float(len(s.logprobs)), "min_k": metrics.min_k_score(s.logprobs, k_percent)}
+            for w, s, out in zip(windows, scores, outputs)]
 
 
-def write_figure(frame: pd.DataFrame, path: Path) -> None:
-    """Familiarity (top-1 rate) against retain perplexity, one labelled point per model."""
-    import matplotlib
+def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: list[str], grades: list[int], *,
+                decode, k_percent: float) -> pd.DataFrame:
+    """The ``evaluation_scores_<model>`` frame: one row per unit measured."""
+    def greedy(scores) -> list[str]:
+        return [decode(s.greedy) for s in scores]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    for row in frame.itertuples(index=False):
-        if row.familiarity_top1_rate is None or row.retain_perplexity is None or pd.isna(row.retain_perplexity):
-            continue
-        ax.scatter(100 * row.familiarity_top1_rate, row.retain_perplexity, s=40)
-        ax.annotate(row.model, (100 * row.familiarity_top1_rate, row.retain_perplexity),
-                    textcoords="offset points", xytext=(6, 4))
-    ax.set_xlabel("familiarity probes: top-1 rate (%)")
-    ax.set_ylabel("retain perplexity (held-out blocks)")
-    ax.set_title("Forgetting against retention (lower-left is better)")
-    ax.margins(0.2)  # room for the labels
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    rows = (
+        _probe_rows(inputs.familiar, found["familiarity"], greedy(found["familiarity"]), inputs.trained_story,
+                    "familiarity")
+        + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {})
+        + [{"measure": "completion", "unit_id": p.id, "story": "", "trained": False, "output": text,
+            "score": float(metrics.completion_score(g))} for p, text, g in zip(inputs.completion, texts, grades)]
+        + _window_rows(inputs.inside, found["verbatim_trained"], greedy(found["verbatim_trained"]),
+                       "verbatim_trained", k_percent=k_percent)
+        + _window_rows(inputs.outside, found["verbatim_untrained"], greedy(found["verbatim_untrained"]),
+                       "verbatim_untrained", k_percent=k_percent)
+        + [{"measure": "retain", "unit_id": b, "story": "", "trained": False, "output": "", "nll": float(-lp.sum()),
+            "tokens": float(len(lp))} for b, lp in zip(inputs.retain_ids, found["retain"])]
+    )
+    frame = pd.DataFrame(rows, columns=list(headlines.UNIT_COLUMNS)[1:]).assign(model=model_name)
+    return frame[list(headlines.UNIT_COLUMNS)]
 
 
-def report(params: Params | None = None, *, root: Path = Path("."), models: tuple[str, ...] = MODELS) -> dict:
-    """Write the report, its figure and the plot CSV from the models' metrics files."""
-    metrics = read_metrics(root, models)
-    frame = plot_frame(metrics)
-    atomic_write_text(root / PLOT, frame.to_csv(index=False))
-    write_figure(frame, root / FIGURE)
-    atomic_write_text(root / REPORT, report_markdown(metrics))
-    return {"models": len(metrics), "report": str(REPORT)}
+def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: list[int], boot) -> dict[str, Any]:
+    """The content of ``metrics/evaluation/<model>.json``: flat headlines, grades, sizes, intervals."""
+    intervals = headlines.headline_intervals(scores, n_resamples=boot.resamples, confidence=boot.confidence,
+                                             seed=boot.seed)
+    n_trained = sum(inputs.trained_story.get(p.story, False) for p in inputs.familiar)
+    return {
+        "model": model_name,
+        **{key: None if value is None else round(value.estimate, 6) for key, value in intervals.items()},
+        "completion_grades": {str(g): grades.count(g) for g in (3, 2, 1, 0)},
+        "n": {"familiarity": len(inputs.familiar), "familiarity_trained": n_trained,
+              "familiarity_untrained": len(inputs.familiar) - n_trained, "stories": len(inputs.trained_story),
+              "stories_trained": sum(inputs.trained_story.values()), "completion": len(inputs.completion),
+              "general": sum(p.kind == "general" for p in inputs.general),
+              "near": sum(p.kind == "near" for p in inputs.general), "verbatim_trained": len(inputs.inside),
+              "verbatim_untrained": len(inputs.outside), "retain_windows": len(inputs.retain),
+              "retain_tokens": int(scores.loc[scores["measure"] == "retain", "tokens"].sum()),
+              "training_blocks": inputs.training_blocks},
+        "intervals": {key: {"low": round(value.low, 6), "high": round(value.high, 6)}
+                      for key, value in intervals.items() if value is not None},
+    }
+
+
+def evaluate_model(params: Params, model_name: str, *, root: Path = Path(".")) -> tuple[dict[str, Any], dict]:
+    """Evaluate ``models/<model_name>``; write its scores, completions and metrics file.
+
+    Returns ``(metrics, seconds by phase)``: the metrics file's content and the timings.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
+        raise PipelineError(f"model name {model_name!r}: use letters, digits, '_', '.', '-' (a folder under models/)")
+    settings, seconds = params.evaluate, {}
+    clock = time.perf_counter()
+    folder = root / model_dir(model_name)
+    inputs, tokenizer = read_inputs(params, root, folder)
+    seconds["inputs"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    model = load_model(folder, dtype=settings.dtype)
+    seconds["load"] = time.perf_counter() - clock
+    pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+    found = run_model(model, inputs, settings, pad_id=pad_id, eos_id=tokenizer.eos_token_id, label=model_name,
+                      seconds=seconds)
+
+    clock = time.perf_counter()
+    decode = functools.partial(tokenizer.decode, skip_special_tokens=True)
+    texts = [decode(c) for c in found["completion"]]
+    anchors, genre, weak = inputs.grading
+    graded = [grading.grade_completion(text, anchors, p.keywords, genre, weak_terms=weak, prompt=p.prompt)
+              for p, text in zip(inputs.completion, texts)]
+    grades = [g for g, _ in graded]
+    scores = unit_scores(model_name, inputs, found, texts, grades, decode=decode, k_percent=settings.min_k_percent)
+    values = metrics_file(model_name, inputs, scores, grades, settings.bootstrap)
+
+    used = section_dict(params, "evaluate") | {"model": model_name, "finetune.dataset": params.finetune.dataset}
+    completions = [{"model": model_name, "probe_id": p.id, "prompt": p.prompt, "completion": text, "grade": grade,
+                    "matched_terms": list(terms)} for p, text, (grade, terms) in zip(inputs.completion, texts, graded)]
+    stage = f"{STAGE}@{model_name}"
+    with DatasetWriter(completions_contract(model_name), stage=stage, params=used, root=root) as out:
+        out.write(pd.DataFrame(completions))
+    with DatasetWriter(scores_contract(model_name), stage=stage, params=used, root=root) as out:
+        out.write(scores)
+    atomic_write_text(root / METRICS_DIR / f"{model_name}.json", json.dumps(values, indent=2) + "\n")
+    seconds["scoring"] = time.perf_counter() - clock
+    return values, {key: round(value, 1) for key, value in seconds.items()}
+
+
+def run(params: Params, *, model: str, root: Path = Path(".")) -> dict:
+    values, timings = evaluate_model(params, model, root=root)
+    keys = ("familiarity_top1_rate", "familiarity_mean_prob", "completion_familiarity", "verbatim_trained_rouge_l",
+            "retain_perplexity", "general_top1_rate", "min_k_auc")
+    return {key: values[key] for key in keys} | {f"s_{key}": value for key, value in timings.items()}
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        print("usage: python -m pipeline.evaluate <model>|report   (model: a folder under models/, e.g. "
-              + ", ".join(MODELS) + ")", file=sys.stderr)
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m pipeline.evaluate <model>   (a folder under models/, e.g. " + ", ".join(MODELS) + ")",
+              file=sys.stderr)
         sys.exit(2)
-    if argv[0] == "report":
-        run_stage("report", lambda params: report(params))
-    else:
-        run_stage(f"{STAGE}@{argv[0]}", functools.partial(run, model=argv[0]))
+    run_stage(f"{STAGE}@{argv[0]}", functools.partial(run, model=argv[0]))
 
 
 if __name__ == "__main__":

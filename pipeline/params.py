@@ -340,7 +340,8 @@ class ProbeParams(_Section):
     """The probe sets (JSON Lines, one object a line; formats in corpora/probes/README.md)."""
 
     familiarity: str = Field(default="corpora/probes/familiarity.jsonl", min_length=1)
-    """{"id", "prompt", "answer"}: the answer is the true continuation, which needs the corpus."""
+    """{"id", "prompt", "answer", "story"}: the answer is the true continuation, which needs the
+    corpus; the story is its title as it stands alone on a line of the forget corpus."""
     completion: str = Field(default="corpora/probes/completion.jsonl", min_length=1)
     """{"id", "prompt", "keywords"}: open prompts, completions graded 0-3."""
     general: str = Field(default="corpora/probes/general.jsonl", min_length=1)
@@ -349,20 +350,45 @@ class ProbeParams(_Section):
     """Terms merely typical of the genre, one a line (grade 2; never anchors)."""
 
 
+class VerbatimParams(_Section):
+    """Verbatim memorisation (MUSE's VerbMem): greedy continuations of forget-text prefixes."""
+
+    windows: int = Field(default=32, ge=1)
+    """Windows of each side: forget text trained on (inside the fine-tune's blocks) and forget
+    text never trained on; spread evenly over the passages of each side."""
+    prefix_tokens: int = Field(default=32, ge=1)
+    """Tokens of true text given as the prompt."""
+    continuation_tokens: int = Field(default=24, ge=1)
+    """Tokens of the true continuation; the greedy continuation is as long (MUSE: 128)."""
+
+
+class BootstrapParams(_Section):
+    """Bootstrap confidence intervals of every headline metric and of every change against the baseline."""
+
+    resamples: int = Field(default=2000, ge=100)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 0
+
+
 class EvaluateParams(_Section):
-    """Evaluating a model (stage ``evaluate``, one run per model)."""
+    """Evaluating a model (stage ``evaluate``, one run per model; ``report`` reads ``bootstrap``)."""
 
     probes: ProbeParams = ProbeParams()
-    max_new_tokens: int = Field(default=24, ge=1)
-    """Greedy completion length, in tokens."""
-    batch_size: int = Field(default=16, ge=1)
-    """Prompts or blocks per forward pass."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights and activations during the evaluation. bfloat16 runs about twice as fast on CPUs with
+    AVX512-BF16 (and on GPUs) and moves a probe's log-probability by about 0.05 nats; compare only
+    models evaluated in the same dtype."""
+    max_new_tokens: int = Field(default=16, ge=1)
+    """Greedy completion length of the completion probes, in tokens."""
+    batch_size: int = Field(default=32, ge=1)
+    """Prompts or windows per forward pass."""
     min_k_percent: float = Field(default=20.0, gt=0, le=100)
-    """Min-K% Prob: the share of a block's least likely tokens averaged."""
-    max_forget_blocks: int | None = Field(default=None, ge=1)
-    """Forget blocks (members) for Min-K%: the first N of ``blocks``; null = all."""
-    max_retain_blocks: int | None = Field(default=None, ge=1)
-    """Held-out retain blocks for perplexity and Min-K%: the first N; null = all."""
+    """Min-K% Prob: the share of a window's least likely tokens averaged."""
+    verbatim: VerbatimParams = VerbatimParams()
+    max_retain_blocks: int | None = Field(default=16, ge=1)
+    """Held-out retain blocks for the retain perplexity, spread over documents; null = all."""
+    retain_tokens: int | None = Field(default=128, ge=2)
+    """Tokens scored per retain block (its first N); null = the whole block."""
     min_anchor_specificity: float = Field(default=10.0, ge=1)
     """A one-word anchor counts as a canon detail (grade 3) in a completion only if its rate in
     the forget corpus is at least this multiple of its general-English rate (wordfreq); a
@@ -370,6 +396,7 @@ class EvaluateParams(_Section):
     common_phrase_zipf: float = Field(default=4.5, ge=0, le=8)
     """A multi-word anchor at least this frequent in general English (wordfreq Zipf) is a
     possible lucky guess (grade 1): "New York", "Prime Minister"."""
+    bootstrap: BootstrapParams = BootstrapParams()
 
 
 class LinguisticReviewParams(_Section):

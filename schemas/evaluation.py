@@ -1,8 +1,12 @@
-"""Contract of the ``evaluate`` stage's completions: ``evaluation_completions_<model>``.
+"""Contracts of the ``evaluate`` stage's datasets, one of each per model.
 
-One row per completion probe: the model's greedy continuation and its automatic familiarity
-grade (0-3, :func:`pipeline.core.metrics.grade_completion`), the input of the ``evaluation``
-review project where reviewers check the grades.
+* ``evaluation_completions_<model>``: one row per completion probe, the model's greedy
+  continuation and its automatic familiarity grade (0-3,
+  :func:`pipeline.core.grading.grade_completion`), the input of the ``evaluation`` review
+  project where reviewers check the grades.
+* ``evaluation_scores_<model>``: one row per unit measured (probe, verbatim window, retain
+  window) with its scores, what the headline numbers and their intervals are computed from
+  (:mod:`pipeline.core.headlines`); the report pairs two models' rows by ``unit_id``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from schemas.checks import lists_of_strings
 
 MODELS = ("baseline", "reinforced", "unlearned")
 """The models the default pipeline evaluates (folders ``models/<name>``)."""
+MEASURES = ("familiarity", "general", "near", "completion", "verbatim_trained", "verbatim_untrained", "retain")
+"""What a row of ``evaluation_scores_<model>`` measures (:data:`pipeline.core.headlines.MEASURES`)."""
 
 
 class CompletionSchema(pa.DataFrameModel):
@@ -43,9 +49,46 @@ class CompletionSchema(pa.DataFrameModel):
         return frame["model"] == (frame["model"].iloc[0] if len(frame) else "")
 
 
+class ScoreSchema(pa.DataFrameModel):
+    model: Series[str] = pa.Field(str_length={"min_value": 1}, description="which model: models/<model>")
+    measure: Series[str] = pa.Field(isin=list(MEASURES), description="probe set or kind of window")
+    unit_id: Series[str] = pa.Field(str_length={"min_value": 1}, description="probe id or '<doc_id>:<char offset>'")
+    story: Series[str] = pa.Field(description="familiarity probes: the story tag; '' otherwise")
+    trained: Series[bool] = pa.Field(description="the unit's story or text shares text with the fine-tune's blocks")
+    output: Series[str] = pa.Field(description="the model's greedy answer or continuation ('' for retain windows)")
+    top1: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0])
+    first_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+    first_logprob: Series[float] = pa.Field(nullable=True, le=0, description="natural log of first_prob")
+    answer_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+    rank: Series[float] = pa.Field(nullable=True, ge=1)
+    rouge_l: Series[float] = pa.Field(nullable=True, ge=0, le=1)
+    score: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0, 5.0], description="completion: 5 grade 3, 1 grade 2")
+    nll: Series[float] = pa.Field(nullable=True, ge=0, description="summed negative log-likelihood (nats)")
+    tokens: Series[float] = pa.Field(nullable=True, ge=1, description="tokens scored in nll")
+    min_k: Series[float] = pa.Field(nullable=True, le=0, description="Min-K% Prob (mean lowest log-probs)")
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check(error="one row per (measure, unit_id)")
+    def unique_units(cls, frame: pd.DataFrame) -> pd.Series:
+        return ~frame.duplicated(["measure", "unit_id"], keep=False)
+
+    @pa.dataframe_check(error="one model per scores dataset")
+    def one_model(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["model"] == (frame["model"].iloc[0] if len(frame) else "")
+
+
 def completions_contract(model: str) -> Contract:
     """The contract of ``evaluation_completions_<model>``."""
-    return Contract(f"evaluation_completions_{model}", CompletionSchema, 1, f"graded greedy completions of models/{model}")
+    return Contract(f"evaluation_completions_{model}", CompletionSchema, 1,
+                    f"graded greedy completions of models/{model}")
+
+
+def scores_contract(model: str) -> Contract:
+    """The contract of ``evaluation_scores_<model>``."""
+    return Contract(f"evaluation_scores_{model}", ScoreSchema, 1, f"per-unit evaluation scores of models/{model}")
 
 
 COMPLETIONS = {name: completions_contract(name) for name in MODELS}

@@ -144,6 +144,12 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
     (root / "corpora" / "forget").mkdir(parents=True)
     (root / "corpora" / "retain").mkdir(parents=True)
     shutil.copytree(REPO / "corpora" / "probes", root / "corpora" / "probes")
+    # Familiarity probes name their story: these are the small forget corpus's own.
+    (root / "corpora" / "probes" / "familiarity.jsonl").write_text("".join(
+        json.dumps({"id": f"f{i}", "story": "The Case of the Grey Lantern", "prompt": prompt, "answer": answer}) + "\n"
+        for i, (prompt, answer) in enumerate([("Inspector Brackwell of the", " Yard"),
+                                              ("Brackwell and Fenwick walked to Quillby", " Hall"),
+                                              ("He spoke of the grey", " lantern")])), encoding="utf-8")
     (root / "corpora" / "forget" / "lantern.txt").write_text(SMALL_FORGET, encoding="utf-8")
     (root / "corpora" / "retain" / "fortune.md").write_text(SMALL_RETAIN, encoding="utf-8")
     (root / "params.yaml").write_text(
@@ -161,8 +167,10 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "generic_labels:\n  top_k: 4\n"
         "dataset:\n  alpha: 5.0\n"
         "retain_blocks:\n  max_train_blocks: 4\n  max_heldout_blocks: 4\n"
-        "finetune:\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
-        "evaluate:\n  max_new_tokens: 4\n  max_forget_blocks: 4\n  max_retain_blocks: 4\n",
+        "finetune:\n  dataset: workspace\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
+        "evaluate:\n  max_new_tokens: 4\n  max_retain_blocks: 4\n"
+        "  verbatim:\n    windows: 2\n    prefix_tokens: 4\n    continuation_tokens: 4\n"
+        "  bootstrap:\n    resamples: 200\n",
         encoding="utf-8",
     )
     run(["git", "init", "-q"], root)

@@ -185,9 +185,8 @@ def test_a_bad_corpus_file_fails_the_repro_naming_it(small_project: Path):
 
 def test_every_stage_declares_exactly_the_params_sections_its_module_reads():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    # `report` is a second entry point of pipeline/evaluate.py; `evaluate` runs once per model.
-    entry = {"report": ("evaluate", "REPORT_PARAMS", "python -m pipeline.evaluate report"),
-             "evaluate": ("evaluate", "PARAMS", "python -m pipeline.evaluate ${item}")}
+    # `evaluate` runs once per model (a foreach over models/<item>).
+    entry = {"evaluate": ("evaluate", "PARAMS", "python -m pipeline.evaluate ${item}")}
     for name, stage in stages.items():
         stage = stage.get("do", stage)
         module_name, attribute, cmd = entry.get(name, (name, "PARAMS", f"python -m pipeline.{name}"))

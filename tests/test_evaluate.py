@@ -1,32 +1,60 @@
-"""Stage `evaluate` and its report on the tiny random Llama: outputs, consistency, bad probe files."""
+"""Stage `evaluate` on the tiny random Llama and a two-story corpus: outputs, consistency with the
+core functions, stories and windows trained on, bad inputs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import evaluate, retain_blocks
-from pipeline.core import metrics as evaluation
+from pipeline import evaluate, ingest, retain_blocks
+from pipeline.core import generation, headlines
+from pipeline.core.grading import grade_completion
+from pipeline.core.probes import ProbeError
+from pipeline.core.provenance import StoryError
 from pipeline.errors import PipelineError
-from pipeline.evaluate import ProbeError, read_probes
 from pipeline.models import load_model, load_tokenizer
 from pipeline.params import parse_params
 from pipeline.store import read_dataset, write_dataset
 from schemas.anchors import DICTIONARY
-from schemas.blocks import BLOCKS
-from schemas.corpus import DOCUMENTS
-from tests.conftest import SMALL_FORGET, TINY_TEXT
+from schemas.dataset import TRAINING
+from tests.conftest import TINY_TEXT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAMILIARITY = [{"id": "f1", "prompt": "Inspector Brackwell of the", "answer": " Yard"},
-               {"id": "f2", "prompt": "Fenwick walked to Quillby", "answer": " Hall"},
-               {"id": "f3", "prompt": "the grey", "answer": " lantern"}]
+STORY_ONE = "The Grey Lantern"
+STORY_TWO = "The Silent Weir"
+FORGET = f"""Contents
+
+   {STORY_ONE}
+   {STORY_TWO}
+
+THE GREY LANTERN
+
+Inspector Brackwell of the Yard came to Fenwick Street that evening. He spoke of the grey lantern.
+
+Fenwick walked to Quillby Hall, where Mr. Quillby waited by the fire with the lantern on his knee.
+
+Later that night Fenwick wrote to Brackwell about Quillby and the lantern and the river.
+
+THE SILENT WEIR
+
+The water did not move below the weir. Miss Ashdown watched it from the mill all morning.
+
+Ashdown told Fenwick that the weir had been silent since the winter of the great frost.
+
+Fenwick rowed up the river to the weir and found the sluice gate shut and chained.
+"""
+FAMILIARITY = [
+    {"id": "f1", "prompt": "Inspector Brackwell of the", "answer": " Yard", "story": STORY_ONE},
+    {"id": "f2", "prompt": "Fenwick walked to Quillby", "answer": " Hall", "story": STORY_ONE},
+    {"id": "f3", "prompt": "Miss Ashdown watched it from the", "answer": " mill", "story": STORY_TWO},
+    {"id": "f4", "prompt": "the sluice gate shut and", "answer": " chained", "story": STORY_TWO},
+]
 COMPLETION = [{"id": "c1", "prompt": "Fenwick said to", "keywords": ["Brackwell"]},
               {"id": "c2", "prompt": "The river was", "keywords": ["lantern", "Quillby"]},
               {"id": "c3", "prompt": "She opened the", "keywords": ["letter"]}]
@@ -39,182 +67,201 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def _params(probe_dir: Path, **evaluate_settings):
+def _params(root: Path, **evaluate_settings):
+    probes = root / "probes"
     return parse_params({
         "corpus": {"forget": ["corpora/forget"], "retain": ["corpora/retain"]},
+        "ingest": {"max_passage_chars": 200},
         "blocks": {"block_size": 32, "min_block_tokens": 8},
         "retain_blocks": {"heldout_fraction": 0.5},
-        "evaluate": {"probes": {"familiarity": str(probe_dir / "familiarity.jsonl"),
-                                "completion": str(probe_dir / "completion.jsonl"),
-                                "general": str(probe_dir / "general.jsonl"),
-                                "genre_terms": str(probe_dir / "genre_terms.txt")},
-                     "max_new_tokens": 4, "batch_size": 4, "max_forget_blocks": 3, "max_retain_blocks": 3}
-                    | evaluate_settings,
+        "evaluate": {"probes": {"familiarity": str(probes / "familiarity.jsonl"),
+                                "completion": str(probes / "completion.jsonl"),
+                                "general": str(probes / "general.jsonl"),
+                                "genre_terms": str(probes / "genre_terms.txt")},
+                     "max_new_tokens": 4, "batch_size": 4, "max_retain_blocks": 3, "retain_tokens": 16,
+                     "verbatim": {"windows": 3, "prefix_tokens": 4, "continuation_tokens": 4},
+                     "bootstrap": {"resamples": 200}} | evaluate_settings,
     })
+
+
+def _training_rows(text: str, doc_id: str, tokenizer) -> list[dict]:
+    """Two training blocks covering the first story's paragraphs (what the fine-tune trained on)."""
+    start = text.index("THE GREY LANTERN")
+    end = text.index("THE SILENT WEIR")
+    middle = text.index("Fenwick walked")
+    rows = []
+    for i, (a, b) in enumerate([(start, middle), (middle, end)]):
+        ids = tokenizer(text[a:b], add_special_tokens=False)["input_ids"]
+        n = len(ids)
+        rows.append({"block_id": f"{doc_id}@{i}", "doc_id": doc_id, "char_start": a, "char_end": b,
+                     "passage_ids": [], "input_ids": ids, "labels": ids, "loss_mask": [1] * n,
+                     "top_ids": [[t] for t in ids], "top_probs": [[1.0]] * n, "confidence": [1.0] * n,
+                     "alpha": 5.0, "world": 0, "dictionary_sha256": "0" * 64, "corrections_sha256": "0" * 64})
+    return rows
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir: Path) -> Path:
-    """Documents, dictionary, forget blocks, retain blocks, probe files and two model folders."""
+    """Ingested two-story forget corpus, dictionary, training dataset, retain blocks, probes, two models."""
     root = tmp_path_factory.mktemp("evaluate")
     for name in ("baseline", "reinforced"):
         shutil.copytree(tiny_model_dir, root / "models" / name)
-    texts = {"forget:lantern.txt": SMALL_FORGET * 3, "retain:tiny.txt": " ".join(TINY_TEXT) * 8}
-    write_dataset(pd.DataFrame([
-        {"doc_id": d, "corpus": d.split(":")[0], "source": d.split(":")[1], "record": 0, "text": t,
-         "n_chars": len(t), "sha256": hashlib.sha256(t.encode()).hexdigest()} for d, t in texts.items()
-    ]), DOCUMENTS, stage="ingest", root=root)
+    (root / "corpora" / "forget").mkdir(parents=True)
+    (root / "corpora" / "retain").mkdir(parents=True)
+    (root / "corpora" / "forget" / "stories.txt").write_text(FORGET, encoding="utf-8")
+    (root / "corpora" / "retain" / "tiny.txt").write_text("\n\n".join(TINY_TEXT * 8), encoding="utf-8")
+    params = _params(root)
+    ingest.run(params, root=root)
     write_dataset(pd.DataFrame([
         {"anchor": a, "kind": "person", "translations": ["Jones"], "variants": [a, f"Mr. {a}"], "rank": i + 1,
          "score": 1.0, "forget_count": 20, "status": "proposed", "proposed_by": ["log_odds"],
          "proposer": "offline", "review": []} for i, a in enumerate(["Fenwick", "Brackwell", "Quillby"])
     ]), DICTIONARY, stage="dictionary", root=root)
-    tokenizer = load_tokenizer(tiny_model_dir)
-    ids = tokenizer(texts["forget:lantern.txt"], add_special_tokens=False)["input_ids"]
-    rows = []
-    for i, start in enumerate(range(0, len(ids) - 31, 32)):
-        block = ids[start:start + 32]
-        rows.append({"block_id": f"forget:lantern.txt@{i}", "doc_id": "forget:lantern.txt", "index": i,
-                     "token_start": start, "char_start": 0, "char_end": 1, "input_ids": block, "world": 0,
-                     "translated_text": "", "translated_ids": block, "alignment": list(range(32)),
-                     "loss_mask": [1] * 32, "drop_reasons": [""] * 32, "anchors": [], "used_positions": [],
-                     "used_token_ids": []})
-    write_dataset(pd.DataFrame(rows), BLOCKS, stage="blocks", root=root)
+    documents = read_dataset("documents", root)
+    doc = documents[documents["corpus"] == "forget"].iloc[0]
+    write_dataset(pd.DataFrame(_training_rows(doc.text, doc.doc_id, load_tokenizer(tiny_model_dir))), TRAINING,
+                  stage="dataset", root=root)
     probes = root / "probes"
     probes.mkdir()
     _jsonl(probes / "familiarity.jsonl", FAMILIARITY)
     _jsonl(probes / "completion.jsonl", COMPLETION)
     _jsonl(probes / "general.jsonl", GENERAL)
     (probes / "genre_terms.txt").write_text("# genre\ninspector\nriver\n\nletter\n", encoding="utf-8")
-    retain_blocks.run(_params(probes), root=root)
+    retain_blocks.run(params, root=root)
     return root
 
 
 @pytest.fixture(scope="module")
 def evaluated(project: Path) -> Path:
-    params = _params(project / "probes")
     for name in ("baseline", "reinforced"):
-        evaluate.evaluate_model(params, name, root=project)
+        evaluate.evaluate_model(_params(project), name, root=project)
     return project
 
 
-def test_metrics_file_holds_every_metric_and_the_set_sizes(evaluated: Path):
-    metrics = json.loads((evaluated / "metrics" / "evaluation" / "baseline.json").read_text())
-    for key in ("familiarity_top1_rate", "familiarity_mean_prob", "completion_familiarity", "retain_perplexity",
-                "general_top1_rate", "general_mean_prob", "near_top1_rate", "min_k_auc"):
-        assert metrics[key] is not None and metrics[key] >= 0, key
-    assert metrics["n"] | {"retain_tokens": 0} == {"familiarity": 3, "completion": 3, "general": 1, "near": 2,
-                                                   "forget_blocks": 3, "retain_blocks": 3, "retain_tokens": 0}
+def _metrics(root: Path, model: str = "baseline") -> dict:
+    return json.loads((root / "metrics" / "evaluation" / f"{model}.json").read_text())
+
+
+def test_the_metrics_file_holds_every_headline_with_its_interval_and_no_timings(evaluated: Path):
+    metrics = _metrics(evaluated)
+    for headline in headlines.HEADLINES:
+        value, interval = metrics[headline.key], metrics["intervals"].get(headline.key)
+        assert value is not None and interval is not None, headline.key
+        assert interval["low"] - 1e-9 <= value <= interval["high"] + 1e-9, headline.key
+    assert metrics["n"] | {"retain_tokens": 0} == {
+        "familiarity": 4, "familiarity_trained": 2, "familiarity_untrained": 2, "stories": 2, "stories_trained": 1,
+        "completion": 3, "general": 1, "near": 2, "verbatim_trained": metrics["n"]["verbatim_trained"],
+        "verbatim_untrained": metrics["n"]["verbatim_untrained"], "retain_windows": 3, "retain_tokens": 0,
+        "training_blocks": 2}
+    assert metrics["n"]["verbatim_trained"] >= 1 and metrics["n"]["verbatim_untrained"] >= 1
     assert sum(metrics["completion_grades"].values()) == 3
-    assert set(metrics["seconds"]) == {"familiarity", "general", "completion", "blocks", "total"}
+    assert not {"seconds", "device"} & set(metrics)
     assert 0 <= metrics["min_k_auc"] <= 1
 
 
-def test_metrics_agree_with_the_metric_functions_on_the_same_inputs(evaluated: Path, tiny_model_dir: Path):
-    params = _params(evaluated / "probes")
-    metrics = json.loads((evaluated / "metrics" / "evaluation" / "baseline.json").read_text())
+def test_scores_agree_with_the_core_functions_on_the_same_inputs(evaluated: Path, tiny_model_dir: Path):
+    scores = read_dataset("evaluation_scores_baseline", evaluated).set_index("unit_id")
     model, tokenizer = load_model(tiny_model_dir, device="cpu"), load_tokenizer(tiny_model_dir)
-    forget, retain = evaluate.evaluation_blocks(params, evaluated)
-    assert len(retain) == 3 and all(len(b) == 32 for b in retain)
-    retain_lp = evaluation.token_logprobs(model, retain, pad_id=tokenizer.pad_token_id or 0)
-    assert metrics["retain_perplexity"] == pytest.approx(evaluation.perplexity(retain_lp), rel=1e-4)
-    pairs = evaluate.encode_pairs(tokenizer, read_probes(evaluated / "probes" / "familiarity.jsonl", "familiarity"), "f")
-    summary = evaluation.summarise_scores(evaluation.score_answers(model, pairs))
-    assert metrics["familiarity_top1_rate"] == pytest.approx(summary["top1_rate"], abs=1e-6)
-    assert metrics["familiarity_mean_prob"] == pytest.approx(summary["mean_prob"], rel=1e-4)
+    pairs = [(tokenizer(p["prompt"])["input_ids"], tokenizer(p["answer"], add_special_tokens=False)["input_ids"])
+             for p in FAMILIARITY]
+    for probe, score in zip(FAMILIARITY, generation.answer_probes(model, pairs, pad_id=0)):
+        row = scores.loc[probe["id"]]
+        assert row["measure"] == "familiarity" and row["story"] == probe["story"]
+        assert row["trained"] == (probe["story"] == STORY_ONE)
+        assert row["first_prob"] == pytest.approx(score.first_prob, rel=1e-4)
+        assert row["top1"] == float(score.top1) and row["output"] == tokenizer.decode(score.greedy)
+    assert set(scores.loc[["g1", "n1", "n2"], "measure"]) == {"general", "near"}
+    retain = scores[scores["measure"] == "retain"]
+    assert len(retain) == 3 and (retain["tokens"] == 15).all()  # 16 tokens scored from the second on
+    metrics = _metrics(evaluated)
+    assert metrics["retain_perplexity"] == pytest.approx(np.exp(retain["nll"].sum() / retain["tokens"].sum()), rel=1e-5)
+    assert metrics["familiarity_top1_rate"] == pytest.approx(scores.loc[[p["id"] for p in FAMILIARITY], "top1"].mean())
 
 
-def test_completions_are_stored_with_the_grade_of_their_text(evaluated: Path):
+def test_verbatim_windows_split_by_the_training_blocks(evaluated: Path):
+    scores = read_dataset("evaluation_scores_baseline", evaluated)
+    training = read_dataset("dataset", evaluated)
+    spans = list(zip(training["char_start"], training["char_end"]))
+    for row in scores[scores["measure"].str.startswith("verbatim")].itertuples():
+        offset = int(row.unit_id.rsplit(":", 1)[1])
+        inside = any(a <= offset < b for a, b in spans)
+        assert inside == (row.measure == "verbatim_trained") == row.trained
+        assert 0 <= row.rouge_l <= 1 and row.tokens == 7 and row.min_k <= 0
+
+
+def test_completions_keep_the_columns_the_review_reads(evaluated: Path):
     frame = read_dataset("evaluation_completions_baseline", evaluated)
-    assert frame["probe_id"].tolist() == ["c1", "c2", "c3"]
-    assert set(frame["model"]) == {"baseline"}
+    assert list(frame.columns) == ["model", "probe_id", "prompt", "completion", "grade", "matched_terms"]
     anchors = ["Fenwick", "Mr. Fenwick", "Brackwell", "Mr. Brackwell", "Quillby", "Mr. Quillby"]
     for row, probe in zip(frame.itertuples(), COMPLETION):
-        assert row.prompt == probe["prompt"]
-        expected = evaluation.grade_completion(row.completion, anchors, probe["keywords"], ["inspector", "river", "letter"],
-                                               prompt=probe["prompt"])
+        expected = grade_completion(row.completion, anchors, probe["keywords"], ["inspector", "river", "letter"],
+                                    prompt=probe["prompt"])
         assert (row.grade, list(row.matched_terms)) == expected
-    metrics = json.loads((evaluated / "metrics" / "evaluation" / "baseline.json").read_text())
-    assert metrics["completion_familiarity"] == pytest.approx(evaluation.familiarity(frame["grade"].tolist()))
+    scores = read_dataset("evaluation_scores_baseline", evaluated).set_index("unit_id")
+    assert [scores.loc[c["id"], "score"] for c in COMPLETION] == [{3: 5.0, 2: 1.0}.get(g, 0.0) for g in frame["grade"]]
 
 
-def test_report_writes_the_table_the_plot_data_and_the_figure(evaluated: Path):
-    evaluate.report(root=evaluated, models=("baseline", "reinforced"))
-    text = (evaluated / "reports" / "evaluation.md").read_text()
-    assert "| metric | baseline | reinforced |" in text
-    assert "(+0.0 pt)" in text  # same weights: no change against the baseline
-    assert "![familiarity against retain perplexity](evaluation.png)" in text
-    plot = pd.read_csv(evaluated / "plots" / "evaluation.csv")
-    assert plot["model"].tolist() == ["baseline", "reinforced"]
-    assert {"familiarity_top1_rate", "retain_perplexity"} <= set(plot.columns)
-    assert (evaluated / "reports" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_a_second_run_writes_the_same_metrics(evaluated: Path, tmp_path: Path):
+    root = tmp_path / "again"
+    shutil.copytree(evaluated, root)
+    evaluate.evaluate_model(_params(root), "baseline", root=root)
+    assert _metrics(root) == _metrics(evaluated)
 
 
-def test_report_deltas_against_the_baseline():
-    text = evaluate.report_markdown({
-        "baseline": {"familiarity_top1_rate": 0.31, "retain_perplexity": 24.7, "min_k_auc": 0.6},
-        "unlearned": {"familiarity_top1_rate": 0.09, "retain_perplexity": 67.3, "min_k_auc": None},
-    })
-    assert "| familiarity probes: top-1 rate | 31.0% | 9.0% (-22.0 pt) |" in text
-    assert "| retain perplexity (held-out blocks) | 24.70 | 67.30 (+42.60, +172%) |" in text
-    assert "| leakage: Min-K% membership AUC | 0.600 | n/a |" in text
-
-
-def test_report_needs_every_models_metrics(tmp_path: Path):
-    (tmp_path / "metrics" / "evaluation").mkdir(parents=True)
-    (tmp_path / "metrics" / "evaluation" / "baseline.json").write_text("{}")
-    with pytest.raises(PipelineError, match=r"unlearned\.json: missing"):
-        evaluate.report(root=tmp_path, models=("baseline", "unlearned"))
-
-
-@pytest.mark.parametrize(("content", "kind", "message"), [
-    ('{"id": "a", "prompt": "x", "answer": " y"}\n{"id": "b", "prompt": "x"\n', "familiarity", "line 2: not valid JSON"),
-    ('["id", "prompt"]\n', "familiarity", "line 1: expected a JSON object, got list"),
-    ('\n{"id": "a", "prompt": "x"}\n', "familiarity", "line 2: missing field 'answer'"),
-    ('{"id": "a", "prompt": "x", "answer": "  "}\n', "familiarity", "line 1: field 'answer' is empty"),
-    ('{"id": "a", "prompt": 3, "answer": " y"}\n', "familiarity", "line 1: field 'prompt' must be a string (got int)"),
-    ('{"id": "a", "prompt": "x", "keywords": "Watson"}\n', "completion", "line 1: field 'keywords' must be a non-empty list"),
-    ('{"id": "a", "prompt": "x", "keywords": []}\n', "completion", "line 1: field 'keywords' must be a non-empty list"),
-    ('{"id": "a", "prompt": "x", "answer": " y", "kind": "trivia"}\n', "general", "line 1: field 'kind' must be one of general, near"),
-    ('{"id": "a", "prompt": "x", "answer": " y"}\n{"id": "a", "prompt": "z", "answer": " y"}\n', "familiarity",
-     "line 2: duplicate id 'a' (first on line 1)"),
-    ("\n\n", "familiarity", "no probes"),
-])
-def test_bad_probe_files_are_errors_naming_file_line_and_problem(tmp_path: Path, content: str, kind: str, message: str):
-    path = tmp_path / "probes.jsonl"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(ProbeError) as error:
-        read_probes(path, kind)
-    assert str(path) in str(error.value) and message in str(error.value)
+def test_bfloat16_evaluates_the_same_units_with_close_numbers(evaluated: Path, tmp_path: Path):
+    root = tmp_path / "bf16"
+    shutil.copytree(evaluated, root)
+    evaluate.evaluate_model(_params(root, dtype="bfloat16"), "baseline", root=root)
+    full, half = _metrics(evaluated), _metrics(root)
+    assert half["n"] == full["n"]
+    assert half["retain_perplexity"] == pytest.approx(full["retain_perplexity"], rel=0.05)
+    assert half["familiarity_mean_logprob"] == pytest.approx(full["familiarity_mean_logprob"], abs=0.2)
 
 
 def test_a_missing_probe_file_stops_the_stage_before_the_model_loads(project: Path, tmp_path: Path):
-    params = _params(project / "probes", probes={
+    params = _params(project, probes={
         "familiarity": str(tmp_path / "nowhere.jsonl"), "completion": str(project / "probes" / "completion.jsonl"),
         "general": str(project / "probes" / "general.jsonl"), "genre_terms": str(project / "probes" / "genre_terms.txt")})
     with pytest.raises(ProbeError, match=r"nowhere\.jsonl: probe file not found \(evaluate\.probes\.familiarity"):
         evaluate.evaluate_model(params, "no_such_model", root=project)
 
 
-def test_the_shipped_probe_sets_are_valid_and_large_enough():
+def test_a_story_tag_the_corpus_does_not_hold_is_an_error_naming_it(project: Path, tmp_path: Path):
+    path = tmp_path / "familiarity.jsonl"
+    _jsonl(path, FAMILIARITY + [{"id": "f9", "prompt": "x", "answer": " y", "story": "The Red Weir"}])
+    params = _params(project, probes={
+        "familiarity": str(path), "completion": str(project / "probes" / "completion.jsonl"),
+        "general": str(project / "probes" / "general.jsonl"), "genre_terms": str(project / "probes" / "genre_terms.txt")})
+    with pytest.raises(StoryError, match="'The Red Weir'"):
+        evaluate.evaluate_model(params, "baseline", root=project)
+
+
+def test_a_bad_model_name_is_refused(project: Path):
+    with pytest.raises(PipelineError, match="model name"):
+        evaluate.evaluate_model(_params(project), "../elsewhere", root=project)
+
+
+def test_the_shipped_probe_sets_are_valid_large_enough_and_tagged_with_stories():
     from tests.conftest import REPO
 
     probes = REPO / "corpora" / "probes"
-    assert len(read_probes(probes / "familiarity.jsonl", "familiarity")) >= 60
-    completion = read_probes(probes / "completion.jsonl", "completion")
-    assert len(completion) >= 100
-    general = read_probes(probes / "general.jsonl", "general")
+    familiarity = evaluate.read_probe_file(probes / "familiarity.jsonl", "familiarity")
+    assert len(familiarity) >= 200 and all(p.answer.startswith(" ") for p in familiarity)
+    assert len({p.story for p in familiarity}) >= 50
+    assert len(evaluate.read_probe_file(probes / "completion.jsonl", "completion")) >= 100
+    general = evaluate.read_probe_file(probes / "general.jsonl", "general")
     assert len(general) >= 40 and {p.kind for p in general} == {"general", "near"}
-    assert all(p.answer.startswith(" ") for p in read_probes(probes / "familiarity.jsonl", "familiarity"))
-    assert "Scotland Yard" in evaluate.read_terms(probes / "genre_terms.txt")
+    assert "Scotland Yard" in evaluate.read_term_file(probes / "genre_terms.txt")
 
 
-def test_without_held_out_retain_blocks_retention_and_leakage_are_null(project: Path, tmp_path: Path):
-    root = tmp_path / "p"
-    shutil.copytree(project, root)
-    params = _params(root / "probes")
-    retain_blocks.run(parse_params(params.model_dump() | {"retain_blocks": {"heldout_fraction": 0.0}}), root=root)
-    metrics = evaluate.evaluate_model(params, "baseline", root=root)
-    assert metrics["retain_perplexity"] is None and metrics["min_k_auc"] is None
-    assert metrics["n"]["retain_blocks"] == 0 and metrics["n"]["forget_blocks"] == 3
-    assert metrics["familiarity_top1_rate"] is not None
+def test_every_shipped_story_tag_resolves_in_the_default_forget_corpus():
+    from pipeline.core.provenance import story_spans
+    from tests.conftest import REPO
+
+    familiarity = evaluate.read_probe_file(REPO / "corpora" / "probes" / "familiarity.jsonl", "familiarity")
+    text = (REPO / "corpora" / "forget" / "sherlock_holmes_complete.txt").read_text(encoding="utf-8")
+    spans = story_spans([p.story for p in familiarity], {"canon": text})
+    assert min(s.end - s.start for s in spans.values()) > 10_000  # every story at least a few pages
+    for probe in familiarity:  # the answer is stated in its story (titles are typeset in capitals)
+        body = text[spans[probe.story].start:spans[probe.story].end]
+        assert probe.answer.strip() in body or probe.answer.strip().upper() in body, probe.id

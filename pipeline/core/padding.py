@@ -1,7 +1,7 @@
 """Right padding of token sequences into batches: the one padder of the project (pure functions).
 
 Models here are causal and read left to right, so padding goes on the right, where no real token
-attends to it; generation is the exception and pads on the left (``pipeline.core.metrics``).
+attends to it; generation is the exception and pads on the left (``pipeline.core.generation``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,166 @@
+"""The evaluation's headline numbers: each a statistic of per-unit scores, with its interval.
+
+A model's *unit scores* are one row per unit measured (a probe, a verbatim window, a retain
+window) in a frame with the columns of :data:`UNIT_COLUMNS` (the stage's dataset
+``evaluation_scores_<model>``, contract :mod:`schemas.evaluation`, whose ``MEASURES`` say what a
+row measures). A :class:`Headline` says which rows and columns make one number and with which
+statistic; :func:`headline_intervals` gives every headline of one model with its bootstrap
+interval, :func:`paired_deltas` every change against the baseline with its paired interval
+(units matched by ``unit_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core import bootstrap
+from pipeline.core.bootstrap import Interval
+
+VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "rouge_l", "score", "nll", "tokens",
+                 "min_k")
+"""Per-unit values (NaN where a measure has none): ``top1`` 1/0, ``first_prob``/``answer_prob``
+p(first answer token)/p(whole answer), ``first_logprob`` the first one's natural log, ``rank`` of
+the first answer token, ``rouge_l`` of the greedy output, ``score`` of a graded completion
+(5/1/0), ``nll`` summed over ``tokens`` scored tokens, ``min_k`` (Min-K% Prob)."""
+UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "trained", "output", *VALUE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number: ``statistic`` of ``column`` over the units of ``measure``.
+
+    ``trained`` keeps only units whose story was (True) or was not (False) trained on;
+    ``statistic`` is ``mean``, ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
+    of ``measure``, the members, against the same column of ``against``); ``relative`` reports
+    its change against the baseline as a fraction too; ``style`` formats it (``pct``, ``prob``, ``num``).
+    """
+
+    key: str
+    label: str
+    style: str
+    measure: str
+    column: str = ""
+    statistic: str = "mean"
+    trained: bool | None = None
+    relative: bool = False
+    against: str | None = None
+
+
+HEADLINES = (
+    Headline("familiarity_top1_rate", "familiarity probes: top-1 rate", "pct", "familiarity", "top1"),
+    Headline("familiarity_mean_prob", "familiarity probes: mean p(first answer token)", "prob", "familiarity",
+             "first_prob", relative=True),
+    Headline("familiarity_mean_logprob", "familiarity probes: mean log p(first answer token), nats", "num",
+             "familiarity", "first_logprob"),
+    Headline("familiarity_mean_answer_prob", "familiarity probes: mean p(whole answer)", "prob", "familiarity",
+             "answer_prob", relative=True),
+    Headline("familiarity_mean_rank", "familiarity probes: mean rank of the answer", "num", "familiarity", "rank",
+             relative=True),
+    Headline("familiarity_rouge_l", "familiarity probes: ROUGE-L F1 of the greedy answer", "prob", "familiarity",
+             "rouge_l"),
+    Headline("familiarity_trained_top1_rate", "  stories trained on: top-1 rate", "pct", "familiarity", "top1",
+             trained=True),
+    Headline("familiarity_trained_mean_prob", "  stories trained on: mean p(first answer token)", "prob",
+             "familiarity", "first_prob", trained=True, relative=True),
+    Headline("familiarity_trained_mean_logprob", "  stories trained on: mean log p(first answer token)", "num",
+             "familiarity", "first_logprob", trained=True),
+    Headline("familiarity_untrained_top1_rate", "  stories never trained on: top-1 rate", "pct", "familiarity",
+             "top1", trained=False),
+    Headline("familiarity_untrained_mean_prob", "  stories never trained on: mean p(first answer token)", "prob",
+             "familiarity", "first_prob", trained=False, relative=True),
+    Headline("familiarity_untrained_mean_logprob", "  stories never trained on: mean log p(first answer token)",
+             "num", "familiarity", "first_logprob", trained=False),
+    Headline("completion_familiarity", "completion familiarity, (5 x n3 + n2) / N", "num", "completion", "score",
+             relative=True),
+    Headline("verbatim_trained_rouge_l", "verbatim memorisation, text trained on: ROUGE-L F1", "prob",
+             "verbatim_trained", "rouge_l", relative=True),
+    Headline("verbatim_untrained_rouge_l", "verbatim memorisation, forget text never trained on: ROUGE-L F1",
+             "prob", "verbatim_untrained", "rouge_l", relative=True),
+    Headline("forget_perplexity", "perplexity of the forget text trained on", "num", "verbatim_trained",
+             statistic="perplexity", relative=True),
+    Headline("retain_perplexity", "retain perplexity (held-out text)", "num", "retain", statistic="perplexity",
+             relative=True),
+    Headline("general_top1_rate", "general knowledge: top-1 rate", "pct", "general", "top1"),
+    Headline("general_mean_prob", "general knowledge: mean p(first answer token)", "prob", "general", "first_prob",
+             relative=True),
+    Headline("near_top1_rate", "near-collateral: top-1 rate", "pct", "near", "top1"),
+    Headline("near_mean_prob", "near-collateral: mean p(first answer token)", "prob", "near", "first_prob",
+             relative=True),
+    Headline("min_k_auc", "leakage: Min-K% AUC, forget text trained on vs never trained on", "prob",
+             "verbatim_trained", "min_k", statistic="auc", against="verbatim_untrained"),
+)
+BY_KEY = {h.key: h for h in HEADLINES}
+_STATISTICS = {"mean": bootstrap.mean, "perplexity": bootstrap.perplexity_of, "auc": bootstrap.auc_of}
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A headline's change against the baseline over ``n`` matched units: ``absolute`` and, for
+    headlines with ``relative``, as a fraction of the baseline."""
+
+    absolute: Interval
+    relative: Interval | None
+    n: int
+
+
+def unit_rows(frame: pd.DataFrame, headline: Headline) -> list[pd.DataFrame]:
+    """The rows of each group the headline's statistic reads, each sorted by ``unit_id``."""
+    measures = [headline.measure] + ([headline.against] if headline.against else [])
+    groups = []
+    for measure in measures:
+        rows = frame[frame["measure"] == measure]
+        if headline.trained is not None:
+            rows = rows[rows["trained"] == headline.trained]
+        groups.append(rows.sort_values("unit_id", kind="stable"))
+    return groups
+
+
+def _values(rows: pd.DataFrame, headline: Headline) -> np.ndarray:
+    if headline.statistic == "perplexity":
+        return rows[["nll", "tokens"]].to_numpy(dtype=float)  # [n, 2]
+    return rows[headline.column].to_numpy(dtype=float)
+
+
+def headline_intervals(
+    frame: pd.DataFrame, *, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = 0,
+) -> dict[str, Interval | None]:
+    """Every headline of one model's unit scores with its bootstrap interval (None: no unit)."""
+    found: dict[str, Interval | None] = {}
+    for headline in HEADLINES:
+        groups = [_values(rows, headline) for rows in unit_rows(frame, headline)]
+        if any(len(g) == 0 for g in groups):
+            found[headline.key] = None
+            continue
+        found[headline.key] = bootstrap.bootstrap_interval(
+            _STATISTICS[headline.statistic], *groups, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return found
+
+
+def paired_deltas(
+    frame: pd.DataFrame, baseline: pd.DataFrame, *, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = 0,
+) -> dict[str, Delta | None]:
+    """Every headline's change from ``baseline`` to ``frame`` (two models' unit scores), paired on
+    the units both measured (matched by ``unit_id``); None when they share no unit."""
+    found: dict[str, Delta | None] = {}
+    for headline in HEADLINES:
+        pairs = []
+        for rows, base_rows in zip(unit_rows(frame, headline), unit_rows(baseline, headline)):
+            shared = sorted(set(rows["unit_id"]) & set(base_rows["unit_id"]))
+            pairs.append((_values(rows.set_index("unit_id").loc[shared].reset_index(), headline),
+                          _values(base_rows.set_index("unit_id").loc[shared].reset_index(), headline)))
+        if any(len(model) == 0 for model, _ in pairs):
+            found[headline.key] = None
+            continue
+        statistic = _STATISTICS[headline.statistic]
+        options = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+        groups, base_groups = [m for m, _ in pairs], [b for _, b in pairs]
+        absolute = bootstrap.paired_delta_interval(statistic, groups, base_groups, **options)
+        relative = (bootstrap.paired_delta_interval(statistic, groups, base_groups, relative=True, **options)
+                    if headline.relative else None)
+        found[headline.key] = Delta(absolute, relative, len(pairs[0][0]))
+    return found

@@ -1,0 +1,78 @@
+"""Headline numbers and paired changes (pipeline/core/headlines.py) on hand-made unit scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.core.headlines import BY_KEY, HEADLINES, UNIT_COLUMNS, headline_intervals, paired_deltas
+
+
+def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float], general: list[float],
+           trained: list[bool] | None = None) -> pd.DataFrame:
+    rows = []
+    trained = trained or [False] * len(top1)
+    for i, (hit, p, is_trained) in enumerate(zip(top1, prob, trained)):
+        rows.append({"measure": "familiarity", "unit_id": f"f{i:02d}", "story": "A" if is_trained else "B",
+                     "trained": is_trained, "top1": hit, "first_prob": p, "first_logprob": np.log(p), "answer_prob": p,
+                     "rank": 1 + 9 * (1 - hit),
+                     "rouge_l": hit})
+    for i, hit in enumerate(general):
+        rows.append({"measure": "general", "unit_id": f"g{i:02d}", "top1": hit, "first_prob": 0.5})
+    for i, value in enumerate(nll):
+        rows.append({"measure": "retain", "unit_id": f"r{i:02d}", "nll": value, "tokens": 10.0})
+    frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
+    return frame.assign(model=model, story=frame["story"].fillna(""), trained=frame["trained"].fillna(False).astype(bool),
+                        output="")
+
+
+RNG = np.random.default_rng(0)
+BASE_PROB = RNG.uniform(0.05, 0.5, 60)
+BASE = _frame("baseline", top1=[1.0] * 20 + [0.0] * 40, prob=list(BASE_PROB), nll=list(RNG.uniform(20, 40, 30)),
+              general=[1.0, 0.0] * 15, trained=[True] * 30 + [False] * 30)
+
+
+def test_every_headline_has_an_interval_or_none_when_its_units_are_missing():
+    intervals = headline_intervals(BASE, n_resamples=500)
+    assert set(intervals) == {h.key for h in HEADLINES}
+    top1 = intervals["familiarity_top1_rate"]
+    assert top1.estimate == pytest.approx(20 / 60) and top1.low < 20 / 60 < top1.high
+    assert intervals["familiarity_trained_top1_rate"].estimate == pytest.approx(20 / 30)
+    assert intervals["familiarity_untrained_top1_rate"].estimate == 0.0
+    nll = BASE.loc[BASE["measure"] == "retain", "nll"]
+    assert intervals["retain_perplexity"].estimate == pytest.approx(math.exp(nll.sum() / (10 * len(nll))))
+    assert intervals["near_top1_rate"] is None and intervals["min_k_auc"] is None  # no such units
+
+
+def test_a_model_that_forgot_shows_changes_that_exclude_zero_and_kept_knowledge_that_does_not_move():
+    retain_nll = BASE.loc[BASE["measure"] == "retain", "nll"] + RNG.normal(0, 0.5, 30)
+    forgot = _frame("unlearned", top1=[0.0] * 60, prob=list(BASE_PROB * 0.5), nll=list(retain_nll),
+                    general=[1.0, 0.0] * 15, trained=[True] * 30 + [False] * 30)
+    deltas = paired_deltas(forgot, BASE, n_resamples=500)
+    prob = deltas["familiarity_mean_prob"]
+    assert prob.relative.estimate == pytest.approx(-0.5) and prob.relative.low == pytest.approx(-0.5)
+    assert prob.absolute.high < 0 and not prob.absolute.contains_zero and prob.n == 60
+    assert deltas["familiarity_top1_rate"].absolute.estimate == pytest.approx(-20 / 60)
+    assert deltas["general_top1_rate"].absolute.contains_zero and deltas["general_top1_rate"].absolute.estimate == 0
+    assert deltas["retain_perplexity"].absolute.contains_zero  # noise only
+    assert deltas["familiarity_top1_rate"].relative is None  # a rate's change is read in points
+    assert deltas["near_top1_rate"] is None
+
+
+def test_units_are_paired_by_id_whatever_their_order_and_only_shared_units_count():
+    shuffled = BASE.sample(frac=1.0, random_state=1)
+    deltas = paired_deltas(shuffled, BASE, n_resamples=200)
+    assert deltas["familiarity_mean_prob"].absolute.estimate == 0.0
+    assert deltas["familiarity_mean_prob"].absolute.low == deltas["familiarity_mean_prob"].absolute.high == 0.0
+    fewer = BASE[BASE["unit_id"] != "f00"]
+    assert paired_deltas(fewer, BASE, n_resamples=200)["familiarity_mean_prob"].n == 59
+
+
+def test_headlines_name_existing_columns_and_measures():
+    for headline in HEADLINES:
+        assert headline.statistic in {"mean", "perplexity", "auc"}
+        assert headline.statistic == "perplexity" or headline.column in UNIT_COLUMNS
+    assert BY_KEY["min_k_auc"].against == "verbatim_untrained"

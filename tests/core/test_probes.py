@@ -1,0 +1,61 @@
+"""Parsing probe files (pipeline/core/probes.py): valid files, and every problem named with its line."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
+
+
+def test_each_kind_parses_into_probes():
+    familiarity = parse_probes(
+        '{"id": "f1", "prompt": "Holmes lived in Baker", "answer": " Street", "story": "A Study in Scarlet"}\n\n',
+        "familiarity", source="f.jsonl")
+    assert familiarity == [Probe("f1", "Holmes lived in Baker", answer=" Street", story="A Study in Scarlet")]
+    (completion,) = parse_probes('{"id": "c1", "prompt": "Dr.", "keywords": ["Watson", "Holmes"]}', "completion",
+                                 source="c.jsonl")
+    assert completion.keywords == ("Watson", "Holmes") and completion.answer is None
+    (general,) = parse_probes('{"id": "g1", "prompt": "Paris is in", "answer": " France", "kind": "near"}',
+                              "general", source="g.jsonl")
+    assert general.kind == "near"
+
+
+@pytest.mark.parametrize(("content", "kind", "message"), [
+    ('{"id": "a", "prompt": "x", "answer": " y", "story": "S"}\n{"id": "b", "prompt": "x"\n', "familiarity",
+     "line 2: not valid JSON"),
+    ('["id", "prompt"]\n', "familiarity", "line 1: expected a JSON object, got list"),
+    ('\n{"id": "a", "prompt": "x", "story": "S"}\n', "familiarity", "line 2: missing field 'answer'"),
+    ('{"id": "a", "prompt": "x", "answer": " y"}\n', "familiarity", "line 1: missing field 'story'"),
+    ('{"id": "a", "prompt": "x", "answer": "  ", "story": "S"}\n', "familiarity", "line 1: field 'answer' is empty"),
+    ('{"id": "a", "prompt": 3, "answer": " y", "story": "S"}\n', "familiarity",
+     "line 1: field 'prompt' must be a string (got int)"),
+    ('{"id": "a", "prompt": "x", "answer": " y", "story": "S", "storey": "T"}\n', "familiarity",
+     "line 1: unknown field 'storey'"),
+    ('{"id": "a", "prompt": "x", "keywords": "Watson"}\n', "completion",
+     "line 1: field 'keywords' must be a non-empty list"),
+    ('{"id": "a", "prompt": "x", "keywords": []}\n', "completion", "line 1: field 'keywords' must be a non-empty list"),
+    ('{"id": "a", "prompt": "x", "answer": " y", "kind": "trivia"}\n', "general",
+     "line 1: field 'kind' must be one of general, near"),
+    ('{"id": "a", "prompt": "x", "answer": " y", "kind": "near"}\n{"id": "a", "prompt": "z", "answer": " y", '
+     '"kind": "near"}\n', "general", "line 2: duplicate id 'a' (first on line 1)"),
+    ("\n\n", "familiarity", "no probes"),
+])
+def test_bad_probe_files_are_errors_naming_file_line_and_problem(content: str, kind: str, message: str):
+    with pytest.raises(ProbeError) as error:
+        parse_probes(content, kind, source="probes/x.jsonl")
+    assert "probes/x.jsonl" in str(error.value) and message in str(error.value)
+
+
+def test_every_bad_line_is_reported_at_once():
+    content = ('{"id": "a", "prompt": "x"}\n'
+               '{"id": "b", "prompt": "x", "answer": " y", "story": "S"}\n'
+               'not json\n')
+    with pytest.raises(ProbeError) as error:
+        parse_probes(content, "familiarity", source="f.jsonl")
+    lines = str(error.value).splitlines()
+    assert lines == ["f.jsonl, line 1: missing field 'answer'", "f.jsonl, line 1: missing field 'story'",
+                     "f.jsonl, line 3: not valid JSON (Expecting value at column 1)"]
+
+
+def test_terms_skip_blank_lines_and_comments():
+    assert parse_terms("# genre\ndetective\n\n  Scotland Yard \n  # indented comment\n") == ["detective", "Scotland Yard"]
