@@ -69,12 +69,14 @@ from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
 from pipeline.stage import run_stage
 from pipeline.store import read_dataset
+from pipeline.training_log import publish_log
 from pipeline.training import BlockBatches, TrainSettings, publish_trained, train
 from pipeline.versions import read_manifest_at, read_pinned, resolve
 
 STAGE = "finetune"
 PARAMS = ("finetune",)
 CHECKPOINTS = Path("models/.finetune-checkpoints")
+LOG_WORK = Path("models/.finetune-log")  # the log while training; published at the end
 TRAINING_LOG = Path("plots/dvclive/finetune")
 RETAIN_DATASET = "retain_blocks"
 _FORGET_COLUMNS = {
@@ -188,8 +190,9 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
 
     result = train(
         model, batches, loss_fn=loss_fn.with_terms, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_dir=root / TRAINING_LOG, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
+        log_dir=root / LOG_WORK, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
     )
+    publish_log(root / LOG_WORK, root / TRAINING_LOG)
     publish_trained(model, result, target=root / UNLEARNED, baseline=baseline, base_weights=base_weights,
                     checkpoint_dir=root / CHECKPOINTS, card=model_card, facts={
                         "dataset": {

@@ -26,12 +26,14 @@ from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, REINFORCED
 from pipeline.stage import run_stage
 from pipeline.store import read_dataset, read_manifest
+from pipeline.training_log import publish_log
 from pipeline.training import BlockBatches, TrainSettings, causal_lm_loss, publish_trained, train
 from schemas.blocks import BLOCKS
 
 STAGE = "reinforce"
 PARAMS = ("reinforce",)
 CHECKPOINTS = Path("models/.reinforce-checkpoints")
+LOG_WORK = Path("models/.reinforce-log")  # the log while training; published at the end
 TRAINING_LOG = Path("plots/dvclive/reinforce")
 
 
@@ -51,8 +53,9 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
 
     result = train(
         model, batches, loss_fn=causal_lm_loss, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_dir=root / TRAINING_LOG, resume_key=base_weights,
+        log_dir=root / LOG_WORK, resume_key=base_weights,
     )
+    publish_log(root / LOG_WORK, root / TRAINING_LOG)
     publish_trained(model, result, target=root / REINFORCED, baseline=baseline, base_weights=base_weights,
                     checkpoint_dir=root / CHECKPOINTS, facts={
                         "params": section_dict(params, *PARAMS),

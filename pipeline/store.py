@@ -280,9 +280,11 @@ def publish_folder(tmp: Path, target: Path) -> None:
     once by two renames, and a crash between them is undone by :func:`pipeline.stage.recover`.
     """
     tmp, target = Path(tmp), Path(target)
-    tmp.chmod(0o755)  # mkdtemp and save_pretrained leave private modes
-    for path in tmp.iterdir():
-        path.chmod(0o644)
+    # mkdtemp and save_pretrained leave private modes; folders inside (a log's) stay enterable.
+    for directory, folders, files in os.walk(tmp):
+        Path(directory).chmod(0o755)
+        for name in files:
+            (Path(directory) / name).chmod(0o644)
     fsync_tree(tmp)
     txn = joining(target)
     if txn is not None:

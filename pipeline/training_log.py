@@ -15,10 +15,14 @@ a stage's outputs before running it) comes back whole.
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from dvclive import Live
+
+from pipeline.store import publish_folder
 
 METRICS_DIR = Path("plots") / "metrics"
 """Where, inside a log folder, DVCLive writes the ``<name>.tsv`` files."""
@@ -86,3 +90,17 @@ def read_training_log(folder: Path) -> list[dict[str, float]]:
             for row in csv.DictReader(handle, delimiter="\t"):
                 steps.setdefault(int(row["step"]), {"step": float(row["step"])})[path.stem] = float(row[path.stem])
     return [steps[step] for step in sorted(steps)]
+
+
+def publish_log(work: Path, target: Path) -> None:
+    """Publish the log a run wrote in ``work`` as ``target`` (``plots/dvclive/<stage>``) through
+    the store, so that it lands with the stage's other outputs or not at all: a killed run leaves
+    the published log as it was (a resumed run rebuilds ``work`` from its checkpoint). Nothing to
+    do on the processes that wrote no log (all but the main one)."""
+    if not work.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    shutil.copytree(work, tmp, dirs_exist_ok=True)
+    publish_folder(tmp, target)
+    shutil.rmtree(work, ignore_errors=True)
