@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pipeline import finetune, training
+from pipeline.batches import BlockBatches
 from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
 from pipeline.models import load_model, load_tokenizer
@@ -201,7 +202,7 @@ def test_retain_pairing_is_spread_and_fixed_by_index():
     assert [finetune.retain_partner(i, n_forget=4, n_retain=2) for i in range(4)] == [0, 0, 1, 1]
     assert [finetune.retain_partner(i, n_forget=3, n_retain=9) for i in range(3)] == [0, 3, 6]
     assert evenly_spaced(10, 3) == [0, 3, 6] and evenly_spaced(3, None) == [0, 1, 2] == evenly_spaced(3, 5)
-    forget = training.BlockBatches([[1, 2, 3], [4, 5], [6]])
+    forget = BlockBatches([[1, 2, 3], [4, 5], [6]])
     paired = finetune.RetainPairedBatches(forget, [[7, 8], [9, 10, 11]])
     batch = paired([2, 0])
     assert batch["retain_input_ids"].tolist() == [[9, 10, 11], [7, 8, 0]]

@@ -14,17 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import checkpoints
+from pipeline.batches import BlockBatches, step_indices
 from pipeline.models import load_model
+from pipeline.training import LOG_FIELDS, LinearWarmupDecay, TrainSettings, causal_lm_loss, train
 from pipeline.training_log import TrainingLog, read_training_log
-from pipeline.training import (
-    LOG_FIELDS,
-    BlockBatches,
-    LinearWarmupDecay,
-    TrainSettings,
-    causal_lm_loss,
-    step_indices,
-    train,
-)
 
 
 def _blocks(n: int, *, seed: int = 0, vocab: int = 250) -> list[list[int]]:
@@ -271,7 +264,8 @@ import os, signal, sys, torch
 from pipeline import checkpoints
 from pipeline.models import load_model
 from pipeline.training_log import TrainingLog, read_training_log
-from pipeline.training import BlockBatches, TrainSettings, train
+from pipeline.batches import BlockBatches
+from pipeline.training import TrainSettings, train
 from tests.test_training import _blocks
 
 real_save = torch.save
