@@ -179,7 +179,8 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     # On the CPU: train() places it (on this process's device, or sharded).
     model = load_model(baseline, dtype="float32", device="cpu")
     if section.lora is not None:
-        model = add_adapters(model, section.lora, frozen_dtype=processes.frozen_dtype, seed=settings.seed)
+        model = add_adapters(model, section.lora, key="finetune.lora", frozen_dtype=processes.frozen_dtype,
+                             seed=settings.seed)
     base_weights = weights_hash(baseline)
     reference = None
     if uses_retain and retain.kind == "kl":

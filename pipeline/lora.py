@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pipeline.errors import ParamsError
 from pipeline.models import DTYPES, load_model
 
 
@@ -42,12 +43,14 @@ def _config(lora: Any):
                       lora_dropout=lora.dropout, bias="none", task_type="CAUSAL_LM")
 
 
-def add_adapters(model: torch.nn.Module, lora: Any, *, frozen_dtype: str = "float32", seed: int = 0):
+def add_adapters(model: torch.nn.Module, lora: Any, *, key: str, frozen_dtype: str = "float32", seed: int = 0):
     """The model with LoRA adapters (a ``peft`` model; the base is changed in place): only the
     adapters train; the base's weights are cast to ``frozen_dtype``, the adapters kept float32.
 
     The adapters' random initialisation is seeded (``seed``), so every process and every
-    resumed run starts from the same adapters. A target that matches no module is an error.
+    resumed run starts from the same adapters. A target that matches no module is a
+    :class:`~pipeline.errors.ParamsError` naming ``<key>.target_modules`` (``key``: the params
+    section's LoRA key, e.g. ``finetune.lora``).
     """
     from peft import get_peft_model
 
@@ -56,7 +59,7 @@ def add_adapters(model: torch.nn.Module, lora: Any, *, frozen_dtype: str = "floa
     try:
         adapted = get_peft_model(model, _config(lora))
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
-        raise ValueError(f"lora.target_modules {list(lora.target_modules)}: {exc}") from None
+        raise ParamsError(f"{key}.target_modules {list(lora.target_modules)}: {exc}") from None
     finally:
         torch.random.set_rng_state(state)
     for param in adapted.parameters():

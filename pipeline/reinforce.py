@@ -57,7 +57,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     # On the CPU: train() places it (on this process's device, or sharded).
     model = load_model(baseline, dtype="float32", device="cpu")
     if section.lora is not None:
-        model = add_adapters(model, section.lora, frozen_dtype=processes.frozen_dtype, seed=settings.seed)
+        model = add_adapters(model, section.lora, key="reinforce.lora", frozen_dtype=processes.frozen_dtype,
+                             seed=settings.seed)
     base_weights = weights_hash(baseline)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = BlockBatches(blocks["input_ids"].tolist(), pad_id=pad_id)

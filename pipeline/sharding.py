@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import torch
 
+from pipeline.errors import ParamsError, PipelineError
 from pipeline.models import pick_device
 
 Strategy = Literal["single", "ddp", "fsdp", "deepspeed"]
@@ -62,7 +63,8 @@ def fill_deepspeed_auto(
     micro-batches per process per optimiser step, ``train_batch_size`` = their product times the
     processes (= the optimiser batch), ``gradient_clipping`` = ``max_grad_norm``. A value the
     config file fixes otherwise is an error naming it (accelerate's check); the bucket sizes stay
-    ``auto`` for accelerate to derive from the model's hidden size.
+    ``auto`` for accelerate to derive from the model's hidden size. A mismatch is a
+    :class:`~pipeline.errors.PipelineError`.
 
     Args:
         plugin: accelerate's :class:`~accelerate.DeepSpeedPlugin` (its ``deepspeed_config`` is changed).
@@ -76,7 +78,11 @@ def fill_deepspeed_auto(
         "train_batch_size": micro_batch_size * accumulation * world_size,
         "gradient_clipping": max_grad_norm,
     }
-    plugin.deepspeed_config_process(must_match=True, **values)
+    try:
+        plugin.deepspeed_config_process(must_match=True, **values)
+    except ValueError as exc:  # accelerate lists each value the file fixes otherwise
+        source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "of the launch config")
+        raise PipelineError(f"DeepSpeed config {source}: {exc}") from None
     return values
 
 
@@ -235,8 +241,18 @@ class Processes:
         weights = self.accelerator.get_state_dict(self.trained)
         if not self.is_main:
             return None
-        return {name: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
-                for name, value in weights.items()}
+        weights = {name: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+                   for name, value in weights.items()}
+        # Tied weights (embeddings and output head) come back as separate copies: make them one
+        # tensor again, so that save_pretrained writes it once, as it does for the model itself.
+        names_of: dict[int, list[str]] = {}
+        for name, param in self.accelerator.unwrap_model(self.trained).named_parameters(remove_duplicate=False):
+            names_of.setdefault(id(param), []).append(name)
+        for first, *others in names_of.values():
+            for other in others:
+                if first in weights and other in weights:
+                    weights[other] = weights[first]
+        return weights
 
     def frozen(self, reference: torch.nn.Module, *, offload: bool = False) -> torch.nn.Module:
         """Place a frozen model (the retain KL's baseline, loaded in :attr:`frozen_dtype`):
@@ -247,8 +263,8 @@ class Processes:
         reference.eval().requires_grad_(False)
         if offload and self.device.type == "cuda":
             if self.strategy == "deepspeed":
-                raise ValueError("finetune.retain.offload does not combine with DeepSpeed: its ZeRO-3 shards the "
-                                 "frozen baseline (configs/accelerate/deepspeed_zero3_offload.yaml offloads the optimiser)")
+                raise ParamsError("finetune.retain.offload does not combine with DeepSpeed: ZeRO-3 shards the frozen "
+                                  "baseline (configs/accelerate/deepspeed_zero3_offload.yaml offloads the optimiser)")
             from accelerate import cpu_offload
 
             return cpu_offload(reference, execution_device=self.device)
