@@ -62,9 +62,8 @@ def fill_deepspeed_auto(
     ``train_micro_batch_size_per_gpu`` = blocks per forward, ``gradient_accumulation_steps`` =
     micro-batches per process per optimiser step, ``train_batch_size`` = their product times the
     processes (= the optimiser batch), ``gradient_clipping`` = ``max_grad_norm``. A value the
-    config file fixes otherwise is an error naming it (accelerate's check); the bucket sizes stay
-    ``auto`` for accelerate to derive from the model's hidden size. A mismatch is a
-    :class:`~pipeline.errors.PipelineError`.
+    config file fixes otherwise is a :class:`~pipeline.errors.PipelineError` naming the file and
+    the key; the bucket sizes stay ``auto`` for accelerate to derive from the model's hidden size.
 
     Args:
         plugin: accelerate's :class:`~accelerate.DeepSpeedPlugin` (its ``deepspeed_config`` is changed).
@@ -78,11 +77,14 @@ def fill_deepspeed_auto(
         "train_batch_size": micro_batch_size * accumulation * world_size,
         "gradient_clipping": max_grad_norm,
     }
-    try:
-        plugin.deepspeed_config_process(must_match=True, **values)
-    except ValueError as exc:  # accelerate lists each value the file fixes otherwise
+    config = plugin.deepspeed_config
+    fixed = [f"{key} is {config[key]!r} there, {value!r} from the settings" for key, value in values.items()
+             if config.get(key, "auto") not in ("auto", value)]
+    if fixed:
         source = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "of the launch config")
-        raise PipelineError(f"DeepSpeed config {source}: {exc}") from None
+        raise PipelineError(f"DeepSpeed config {source}: set these to \"auto\" (or to the settings' values): "
+                            + "; ".join(fixed))
+    config.update(values)  # "auto" or absent: ours (DeepSpeed would not clip without gradient_clipping)
     return values
 
 

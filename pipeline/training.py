@@ -315,7 +315,12 @@ def train(
 
     checkpointing = settings.gradient_checkpointing or processes.plugin_checkpoints_activations
     if settings.gradient_checkpointing and not processes.plugin_checkpoints_activations:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Non-reentrant: no input needs requires_grad (LoRA's frozen embeddings), and a frozen
+        # forward under no_grad (the LoRA run's baseline) simply runs.
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not processes.sharded:
         model.to(device)  # sharded: the plugin places the shards
     optimizer = _optimizer(model, settings, fused=device.type == "cuda" and not processes.sharded)
