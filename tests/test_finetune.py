@@ -227,6 +227,32 @@ def test_positions_are_the_counts_the_objective_returns(tiny_model_dir: Path):
         assert counted == (12 + 9 - (label_type == "hard"))
 
 
+def test_an_offloaded_baseline_gives_the_retain_kl_of_one_in_memory(tiny_model_dir: Path):
+    """retain.offload keeps the baseline's weights in CPU RAM behind accelerate's hooks (its
+    parameters on the meta device): the objective must call it as it is, not move it."""
+    from accelerate import cpu_offload
+
+    from pipeline.core.losses import UnlearningLoss
+
+    model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    batch = finetune.RetainPairedBatches(
+        finetune.forget_batches(_training_frame(), label_type="soft", pad_id=0), _retain_frame()["input_ids"].tolist(),
+    )([0, 1])
+    losses = []
+    for offload in (False, True):
+        reference = load_model(tiny_model_dir, dtype="float32", device="cpu")
+        if offload:
+            reference = cpu_offload(reference, execution_device=torch.device("cpu"))
+            assert next(reference.parameters()).device.type == "meta"
+        objective = UnlearningLoss(label_type="soft", retain_kind="kl", retain_weight=1.0, reference=reference)
+        with torch.no_grad():
+            losses.append(objective.with_terms(model, batch)[2]["retain_loss"])
+    assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
 # --- LoRA ---------------------------------------------------------------------------------------
 
 LORA = {"r": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "gate_proj"], "dropout": 0.0}

@@ -105,11 +105,11 @@ def _advice(footprint: Footprint | None, gpus: int) -> str:
     if footprint is None:
         return "nothing fits: more GPUs, larger GPUs or a smaller micro-batch (--micro-batch)"
     setup = footprint.setup
-    config = "none (one process)" if setup.strategy == "ddp" and gpus == 1 else CONFIG_FILES[setup.strategy]
-    text = f"{setup.describe()}: {_gib(footprint.total)} GiB per GPU; accelerate config: {config}"
+    keys = params_to_set(setup, gpus)
+    text = f"{setup.describe()}: {_gib(footprint.total)} GiB per GPU; params: {', '.join(keys) or 'the defaults (one process)'}"
     if footprint.cpu_optimizer:
         text += f"; needs {_gib(footprint.cpu_optimizer)} GiB of CPU RAM per GPU for the optimiser"
-    return text + f" (params: {', '.join(params_to_set(setup, gpus)) or 'the defaults'})"
+    return text
 
 
 def params_to_set(setup: Setup, gpus: int) -> list[str]:

@@ -164,8 +164,8 @@ def test_cli_plans_a_local_folder_and_recommends_fsdp_for_7b(llama_7b: Path, tmp
                           env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "recommended: fsdp + gradient checkpointing" in table.output
-    assert "(params: launch.config=configs/accelerate/fsdp.yaml)" in table.output  # fsdp.yaml checkpoints itself
-    assert "(params: launch.config=configs/accelerate/ddp.yaml, finetune.lora.r=16)" in table.output
+    assert "GiB per GPU; params: launch.config=configs/accelerate/fsdp.yaml\n" in table.output  # it checkpoints itself
+    assert "params: launch.config=configs/accelerate/ddp.yaml, finetune.lora.r=16" in table.output
 
 
 def test_cli_reads_batch_sizes_from_a_profile(llama_7b: Path):
