@@ -176,8 +176,8 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
         batches = RetainPairedBatches(batches, retain_frame["input_ids"].tolist(), pad_id=pad_id)
 
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
-    # On the CPU: train() places it (on this process's device, or sharded).
-    model = load_model(baseline, dtype="float32", device="cpu")
+    # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
+    model = load_model(baseline, dtype="float32", device=processes.load_device)
     if section.lora is not None:
         model = add_adapters(model, section.lora, key="finetune.lora", frozen_dtype=processes.frozen_dtype,
                              seed=settings.seed)
@@ -185,7 +185,7 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     reference = None
     if uses_retain and retain.kind == "kl":
         reference = AdaptersOff(model) if section.lora is not None else processes.frozen(
-            load_model(baseline, dtype=processes.frozen_dtype, device="cpu"), offload=retain.offload)
+            load_model(baseline, dtype=processes.frozen_dtype, device=processes.load_device), offload=retain.offload)
     loss_fn = UnlearningLoss(
         label_type=section.label_type, soft_weight=section.soft_weight,
         retain_kind=retain.kind if uses_retain else "none", retain_weight=retain.weight if uses_retain else 0.0,

@@ -63,6 +63,8 @@ def add_adapters(model: torch.nn.Module, lora: Any, *, key: str, frozen_dtype: s
     finally:
         torch.random.set_rng_state(state)
     for param in adapted.parameters():
+        if hasattr(param, "ds_id"):  # partitioned by DeepSpeed's ZeRO-3 init: its engine sets dtypes
+            continue
         if param.requires_grad:
             param.data = param.data.float()
         else:

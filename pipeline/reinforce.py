@@ -54,8 +54,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     baseline = root / BASELINE
     tokenizer = load_tokenizer(baseline)
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
-    # On the CPU: train() places it (on this process's device, or sharded).
-    model = load_model(baseline, dtype="float32", device="cpu")
+    # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
+    model = load_model(baseline, dtype="float32", device=processes.load_device)
     if section.lora is not None:
         model = add_adapters(model, section.lora, key="reinforce.lora", frozen_dtype=processes.frozen_dtype,
                              seed=settings.seed)

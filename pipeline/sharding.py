@@ -163,8 +163,15 @@ class Processes:
     @property
     def frozen_dtype(self) -> str:
         """The dtype of frozen weights (the retain KL's baseline, LoRA's base): what the
-        forward passes compute in (bf16 on a GPU, float32 on a CPU)."""
-        return "bfloat16" if self.bf16 else "float32"
+        forward passes compute in (bf16 on a GPU, float32 on a CPU or when a launch config
+        asks for float32, where a LoRA layer's bf16 base would meet float32 inputs)."""
+        return "float32" if self.precision == "fp32" else "bfloat16"
+
+    @property
+    def load_device(self) -> torch.device:
+        """Where a stage loads its models: the CPU (train() and :meth:`frozen` place them),
+        except under DeepSpeed, whose ZeRO-3 init partitions them onto the GPUs as they load."""
+        return self.device if self.strategy == "deepspeed" else torch.device("cpu")
 
     @property
     def plugin_checkpoints_activations(self) -> bool:

@@ -217,7 +217,8 @@ def _optimizer(model: torch.nn.Module, settings: TrainSettings, *, fused: bool) 
     for param in model.parameters():  # parameters() yields tied weights once
         if param.requires_grad:
             # Norm gains (1-D) are not decayed: shrinking them towards 0 is not regularisation.
-            (decay if param.ndim >= 2 else no_decay).append(param)
+            # (A ZeRO-3 partitioned parameter is an empty tensor; ds_shape is its shape.)
+            (decay if len(getattr(param, "ds_shape", param.shape)) >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=settings.learning_rate, fused=fused)
 
