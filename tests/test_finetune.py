@@ -317,6 +317,11 @@ def test_lora_targets_must_exist(tmp_path: Path, tiny_model_dir: Path):
     with pytest.raises(ParamsError, match=r"finetune.lora.target_modules \['qkv_proj'\]"):
         finetune.run(_params(lora=LORA | {"target_modules": ["qkv_proj"]}), root=root)
     assert not (root / "models" / "unlearned").exists()
+    with pytest.raises(ParamsError, match=r"finetune.lora.r: .*greater than or equal to 1"):
+        _params(lora=LORA | {"r": 0})
+    with pytest.raises(ParamsError, match=r"finetune.lora.rank: unknown key"):
+        _params(lora={"rank": 8})
+    assert _params(lora={"r": 8}).finetune.lora.target_modules[-1] == "down_proj"  # every Llama matrix
 
 
 # --- several processes (gloo on the CPU) ---------------------------------------------------------
