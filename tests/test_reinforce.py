@@ -156,7 +156,7 @@ def test_two_processes_log_and_publish_once(tmp_path: Path, tiny_model_dir: Path
     (root / "params.yaml").write_text(yaml.safe_dump({"corpus": {"forget": ["unused.txt"]}, "reinforce": SETTINGS}))
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
