@@ -34,7 +34,7 @@ repro: install
 
 # The `full` profile (profiles/full.yaml: the whole canon, for a GPU) as a DVC experiment.
 # ACCELERATE_CONFIG=configs/accelerate/ddp.yaml (or fsdp, deepspeed_zero3) runs the stages that
-# read params key launch.config (generic_labels; reinforce and finetune next) under `accelerate launch`.
+# read params key launch.config (reinforce, generic_labels, finetune) under `accelerate launch`.
 ACCELERATE_CONFIG ?=
 repro-full: install
 	dvc exp run --name full-$$(date +%Y%m%d-%H%M%S) $$(python -m pipeline.tools.profiles full) \

@@ -19,7 +19,9 @@ Objective (:class:`pipeline.core.losses.UnlearningLoss`), per forget micro-batch
   paper) or ``mixed`` (``hard + soft_weight * soft``);
 * the retain term on retain-corpus blocks (``data/retain_blocks``, split ``train``):
   ``retain.kind`` ``kl`` (default: KL(baseline || model) over the full vocabulary, with a
-  frozen copy of the baseline), ``lm`` (next-token cross-entropy) or ``none``, times
+  frozen copy of the baseline: bf16 on a GPU, sharded like the trained model or, with
+  ``retain.offload``, in CPU RAM; with LoRA the trained model with its adapters off, no
+  copy), ``lm`` (next-token cross-entropy) or ``none``, times
   ``retain.weight``. It enters as its mean per retain position times the micro-batch's forget
   positions, so a step's logged loss is ``mean forget loss + weight * mean retain loss``.
 
@@ -42,15 +44,17 @@ and renamed when complete; ``plots/dvclive/finetune`` (DVCLive, one point per op
 addition). Checkpoints go to ``models/.finetune-checkpoints``; a killed run resumes there (same
 dataset hash, baseline weights, loss params and settings) and they are removed after success.
 
-Run: ``python -m pipeline.finetune`` (``dvc repro finetune``). Several GPUs:
-``accelerate launch --num_processes N -m pipeline.finetune`` (``finetune.batch_size`` must be
-a multiple of ``N * micro_batch_size``; see :mod:`pipeline.training`). On a GPU the passes run
-under bf16 autocast, on a CPU in float32.
+With ``finetune.lora`` set, low-rank adapters are trained and merged into the published model
+(:mod:`pipeline.lora`); ``finetune.gradient_checkpointing`` trades compute for activation memory.
+
+Run: ``python -m pipeline.finetune`` (``dvc repro finetune``); with ``launch.config`` set it
+re-executes itself under ``accelerate launch`` (DDP, FSDP or DeepSpeed ZeRO-3,
+:mod:`pipeline.sharding`; ``finetune.batch_size`` must be a multiple of ``N * micro_batch_size``).
+On a GPU the passes run in bf16, on a CPU in float32.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -61,16 +65,20 @@ import pandas as pd
 import torch
 import yaml
 
+from pipeline.batches import BlockBatches
 from pipeline.core.losses import UnlearningLoss
 from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
-from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
+from pipeline.launch import relaunch_if_configured
+from pipeline.lora import AdaptersOff, add_adapters, run_key
+from pipeline.models import load_model, load_tokenizer, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
+from pipeline.sharding import Processes
 from pipeline.stage import run_stage
 from pipeline.store import read_dataset
 from pipeline.training_log import publish_log
-from pipeline.training import BlockBatches, TrainSettings, publish_trained, train
+from pipeline.training import TrainSettings, publish_trained, train
 from pipeline.versions import read_manifest_at, read_pinned, resolve
 
 STAGE = "finetune"
@@ -92,7 +100,7 @@ def retain_partner(index: int, *, n_forget: int, n_retain: int) -> int:
 
 
 class RetainPairedBatches:
-    """Forget micro-batches (a :class:`~pipeline.training.BlockBatches`) with their paired
+    """Forget micro-batches (a :class:`~pipeline.batches.BlockBatches`) with their paired
     retain blocks added as ``retain_input_ids`` / ``retain_attention_mask`` ``[b, t']``
     (right-padded; one retain block per forget block, :func:`retain_partner`)."""
 
@@ -169,12 +177,17 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     if retain_frame is not None:
         batches = RetainPairedBatches(batches, retain_frame["input_ids"].tolist(), pad_id=pad_id)
 
-    device = pick_device()
-    # Loaded on the CPU: train() moves it to its device (each process's own under accelerate),
-    # and the loss moves the reference copy to the same device on first use.
-    model = load_model(baseline, dtype="float32", device="cpu")
+    processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
+    # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
+    model = load_model(baseline, dtype="float32", device=processes.load_device)
+    if section.lora is not None:
+        model = add_adapters(model, section.lora, key="finetune.lora", frozen_dtype=processes.frozen_dtype,
+                             seed=settings.seed)
     base_weights = weights_hash(baseline)
-    reference = copy.deepcopy(model) if uses_retain and retain.kind == "kl" else None
+    reference = None
+    if uses_retain and retain.kind == "kl":
+        reference = AdaptersOff(model) if section.lora is not None else processes.frozen(
+            load_model(baseline, dtype=processes.frozen_dtype, device=processes.load_device), offload=retain.offload)
     loss_fn = UnlearningLoss(
         label_type=section.label_type, soft_weight=section.soft_weight,
         retain_kind=retain.kind if uses_retain else "none", retain_weight=retain.weight if uses_retain else 0.0,
@@ -182,19 +195,21 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     )
     objective = {
         "label_type": section.label_type, "soft_weight": section.soft_weight,
-        "retain": retain.model_dump(mode="json") if uses_retain else {"kind": "none"},
+        # offload changes where the baseline's weights wait, not what is computed
+        "retain": retain.model_dump(mode="json", exclude={"offload"}) if uses_retain else {"kind": "none"},
     }
-    resume_key = hashlib.sha256(json.dumps({
+    resume_key = run_key(hashlib.sha256(json.dumps({
         "dataset_sha256": manifest["content_sha256"], "baseline_sha256": base_weights, "objective": objective,
-    }, sort_keys=True).encode()).hexdigest()
+    }, sort_keys=True).encode()).hexdigest(), section.lora)
 
     result = train(
-        model, batches, loss_fn=loss_fn.with_terms, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_dir=root / LOG_WORK, resume_key=resume_key, max_steps_this_run=max_steps_this_run,
+        model, batches, loss_fn=_WithTerms(loss_fn), settings=settings, checkpoint_dir=root / CHECKPOINTS,
+        log_dir=root / LOG_WORK, resume_key=resume_key, max_steps_this_run=max_steps_this_run, processes=processes,
     )
-    publish_log(root / LOG_WORK, root / TRAINING_LOG)
+    if processes.is_main:
+        publish_log(root / LOG_WORK, root / TRAINING_LOG)
     publish_trained(model, result, target=root / UNLEARNED, baseline=baseline, base_weights=base_weights,
-                    checkpoint_dir=root / CHECKPOINTS, card=model_card, facts={
+                    checkpoint_dir=root / CHECKPOINTS, card=model_card, processes=processes, lora=section.lora, facts={
                         "dataset": {
                             "version": section.dataset, "commit": None if revision == "workspace" else revision,
                             "content_sha256": manifest["content_sha256"], "rows": manifest["rows"],
@@ -209,7 +224,20 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
                         "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
                         "training_log": TRAINING_LOG.as_posix(),
                     })
+    processes.close()
     return result.summary() | {"dataset_sha256": manifest["content_sha256"][:12]}
+
+
+class _WithTerms:
+    """The objective as :func:`pipeline.training.train` calls it: with its logged terms, and
+    the positions it counts."""
+
+    def __init__(self, loss: UnlearningLoss) -> None:
+        self.loss = loss
+        self.positions = loss.positions
+
+    def __call__(self, model, batch):
+        return self.loss.with_terms(model, batch)
 
 
 def model_card(provenance: dict) -> str:
@@ -225,6 +253,12 @@ def model_card(provenance: dict) -> str:
         "tags": ["unlearning", "whos-harry-potter", "generic-labels"],
     }, sort_keys=False)
     resumed = provenance["resumed_from_step"]
+    lora = provenance.get("lora")
+    adapted = (
+        f"LoRA r={lora['r']}, alpha={lora['alpha']}, dropout={lora['dropout']} on "
+        f"{', '.join(f'`{m}`' for m in lora['target_modules'])}, merged into the weights" if lora
+        else "every weight (full fine-tune)"
+    )
     commit = f"`{data['commit']}`" if data["commit"] else "none: the workspace `data/dataset` of this checkout"
     return "\n".join([
         "---", front.rstrip(), "---", "",
@@ -249,6 +283,7 @@ def model_card(provenance: dict) -> str:
         f"- generic targets: `{objective['label_type']}`"
         + (f" (hard + {objective['soft_weight']} x soft)" if objective["label_type"] == "mixed" else ""),
         f"- retain term: {retain_text}",
+        f"- trained: {adapted}",
         "",
         "## Parameters",
         "",
@@ -262,7 +297,8 @@ def model_card(provenance: dict) -> str:
         f"| forget tokens/s | {provenance['tokens_per_s']:.0f} |",
         f"| training time | {provenance['train_seconds']:.0f} s"
         + (f" (this run, resumed from step {resumed})" if resumed else "") + " |",
-        f"| device | {provenance['device']} x {provenance['world_size']} ({provenance['precision']}) |",
+        f"| device | {provenance['device']} x {provenance['world_size']} ({provenance['precision']}, "
+        f"{provenance['strategy']}{', gradient checkpointing' if provenance['gradient_checkpointing'] else ''}) |",
         "",
         f"Training log (DVCLive): `{provenance['training_log']}` (`dvc plots show`). Provenance: `{PROVENANCE}`.",
         "",
@@ -270,4 +306,5 @@ def model_card(provenance: dict) -> str:
 
 
 if __name__ == "__main__":
+    relaunch_if_configured("pipeline.finetune")
     run_stage(STAGE, run)

@@ -7,13 +7,14 @@ Two ways to start ``N`` processes of a stage, for every stage that supports it (
   or ``torchrun --nproc_per_node N -m pipeline.<stage>``;
 * from ``params.yaml``: with ``launch.config`` set, ``python -m pipeline.<stage>`` (the command
   in ``dvc.yaml``) re-executes itself under ``accelerate launch --config_file <config>``
-  (:func:`relaunch_if_configured`, called by the stage's ``__main__``: ``generic_labels`` so
-  far), so ``dvc repro`` and ``dvc exp run -S launch.config=...`` need no other command line.
+  (:func:`relaunch_if_configured`, called by each of their ``__main__``), so ``dvc repro`` and
+  ``dvc exp run -S launch.config=...`` need no other command line.
 
 Every launcher (accelerate, torchrun, deepspeed) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``
 and ``MASTER_ADDR``/``MASTER_PORT``; :class:`Ranks` reads them, and :func:`process_group` joins
 the processes in a gloo group (CPU collectives: barriers and a few counters, which need no
-GPU library and work on a machine without GPU).
+GPU library and work on a machine without GPU): what ``generic_labels`` needs. The training
+stages join through accelerate instead (:mod:`pipeline.sharding`).
 """
 
 from __future__ import annotations

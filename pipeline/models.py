@@ -210,6 +210,7 @@ def publish_model(
     provenance: Mapping[str, Any],
     files: Mapping[str, str] | None = None,
     verify: Callable[[Path], Mapping[str, Any]] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Write a model folder and swap it in for ``target`` atomically.
 
@@ -228,6 +229,8 @@ def publish_model(
         provenance: JSON-serialisable facts about the weights.
         files: further text files to write into the folder.
         verify: a check of the written folder before it is published.
+        state_dict: the weights to write instead of ``model``'s own (a sharded model's,
+            gathered whole: ``model`` then only supplies the config and the layout).
 
     Returns:
         The provenance as written (with what ``verify`` returned).
@@ -237,7 +240,7 @@ def publish_model(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": dict(state_dict)} if state_dict is not None else {}))
         if isinstance(tokenizer, (str, Path)):
             for name in TOKENIZER_FILES:
                 if (Path(tokenizer) / name).is_file():

@@ -228,9 +228,29 @@ class BlockParams(_Section):
         return self
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+"""Every attention and MLP matrix of a Llama-style decoder layer (the names of their modules)."""
+
+
+class LoraParams(_Section):
+    """Low-rank adapters (``peft`` LoRA) instead of a full fine-tune (:mod:`pipeline.lora`): the
+    baseline's weights stay frozen, ``r x (d_in + d_out)`` weights per target matrix are
+    trained, and the published model has the adapters merged in (a standard folder)."""
+
+    r: int = Field(default=16, ge=1)
+    """Rank of each adapter."""
+    alpha: float = Field(default=32.0, gt=0)
+    """Scale: the adapter's product is multiplied by ``alpha / r``."""
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+    """Names of the linear modules that get adapters (matched as peft matches them: the end of
+    the module's name)."""
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on the adapters' input (0: training is deterministic)."""
+
+
 class TrainingParams(_Section):
-    """What every training section shares: optimiser, schedule, batches, checkpoints
-    (read by :meth:`pipeline.training.TrainSettings.from_section`)."""
+    """What every training section shares: optimiser, schedule, batches, checkpoints, memory
+    savers (read by :meth:`pipeline.training.TrainSettings.from_section` and :mod:`pipeline.lora`)."""
 
     learning_rate: float = Field(default=5e-5, gt=0)
     epochs: float = Field(default=2.0, gt=0)
@@ -244,6 +264,11 @@ class TrainingParams(_Section):
     checkpoint_every: int = Field(default=50, ge=1)
     """Optimiser steps between checkpoints (resume point)."""
     seed: int = 0
+    gradient_checkpointing: bool = False
+    """Keep only each decoder layer's input and recompute the rest in the backward pass: less
+    activation memory (``whp plan``), about a third more compute, the same loss."""
+    lora: LoraParams | None = None
+    """null: a full fine-tune; a mapping (``{r, alpha, target_modules, dropout}``): LoRA."""
 
     @model_validator(mode="after")
     def _batches(self) -> "TrainingParams":
@@ -277,7 +302,8 @@ class GenericLabelParams(_Section):
 
 class LaunchParams(_Section):
     """How the stages that run on several processes are started (:mod:`pipeline.launch`):
-    ``generic_labels`` reads it; not a DVC parameter of any stage (it changes no output byte)."""
+    ``reinforce``, ``generic_labels`` and ``finetune`` read it; not a DVC parameter of any stage
+    (it changes how the work is spread, not what is computed)."""
 
     config: str | None = None
     """An accelerate config file (``configs/accelerate/*.yaml``, relative to the project root):
@@ -303,6 +329,10 @@ class FinetuneRetainParams(_Section):
     """Per-position weight of the retain term against the forget term (0 = off)."""
     max_blocks: int | None = Field(default=None, ge=1)
     """Use at most N retain blocks (evenly spread); null = every train block."""
+    offload: bool = False
+    """Keep the frozen baseline of ``kind: kl`` in CPU RAM and move each layer to the GPU for its
+    forward pass (instead of a bf16 copy on every GPU, or its shards); no effect with LoRA (the
+    baseline is then the trained model with its adapters off) or without a GPU."""
 
 
 class FinetuneParams(TrainingParams):

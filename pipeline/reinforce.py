@@ -12,22 +12,31 @@ Outputs: ``models/reinforced`` (Hugging Face folder: weights in float32, the bas
 Checkpoints go to ``models/.reinforce-checkpoints``: a crashed or killed run resumes there on
 the next run and they are removed after success.
 
-Run: ``python -m pipeline.reinforce`` (``dvc repro reinforce``); on several GPUs
-``accelerate launch --num_processes N -m pipeline.reinforce``.
+With ``reinforce.lora`` set, low-rank adapters are trained instead of every weight and merged
+into the published model (:mod:`pipeline.lora`); ``reinforce.gradient_checkpointing`` trades
+compute for activation memory.
+
+Run: ``python -m pipeline.reinforce`` (``dvc repro reinforce``); with ``launch.config`` set it
+re-executes itself under ``accelerate launch`` (DDP, FSDP or DeepSpeed ZeRO-3, :mod:`pipeline.sharding`);
+by hand: ``accelerate launch --config_file configs/accelerate/<x>.yaml -m pipeline.reinforce``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.batches import BlockBatches
 from pipeline.errors import DatasetNotFoundError, DatasetValidationError
-from pipeline.models import load_model, load_tokenizer, pick_device, weights_hash
+from pipeline.launch import relaunch_if_configured
+from pipeline.lora import add_adapters, run_key
+from pipeline.models import load_model, load_tokenizer, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, REINFORCED
+from pipeline.sharding import Processes
 from pipeline.stage import run_stage
 from pipeline.store import read_dataset, read_manifest
 from pipeline.training_log import publish_log
-from pipeline.training import BlockBatches, TrainSettings, causal_lm_loss, publish_trained, train
+from pipeline.training import TrainSettings, causal_lm_loss, publish_trained, train
 from schemas.blocks import BLOCKS
 
 STAGE = "reinforce"
@@ -39,25 +48,31 @@ TRAINING_LOG = Path("plots/dvclive/reinforce")
 
 def run(params: Params, *, root: Path = Path(".")) -> dict:
     """Train the reinforced model and write it; returns steps, final loss, tokens/s and device."""
-    settings = TrainSettings.from_section(params.reinforce)
+    section = params.reinforce
+    settings = TrainSettings.from_section(section)
     blocks = read_dataset(BLOCKS.name, root, columns=["block_id", "input_ids"])
     if blocks.empty:
         raise DatasetValidationError(f"dataset {BLOCKS.name!r} has no blocks: nothing to reinforce on")
     baseline = root / BASELINE
     tokenizer = load_tokenizer(baseline)
-    device = pick_device()
-    model = load_model(baseline, dtype="float32", device=device)
+    processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
+    # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
+    model = load_model(baseline, dtype="float32", device=processes.load_device)
+    if section.lora is not None:
+        model = add_adapters(model, section.lora, key="reinforce.lora", frozen_dtype=processes.frozen_dtype,
+                             seed=settings.seed)
     base_weights = weights_hash(baseline)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = BlockBatches(blocks["input_ids"].tolist(), pad_id=pad_id)
 
     result = train(
-        model, batches, loss_fn=causal_lm_loss, settings=settings, checkpoint_dir=root / CHECKPOINTS, device=device,
-        log_dir=root / LOG_WORK, resume_key=base_weights,
+        model, batches, loss_fn=causal_lm_loss, settings=settings, checkpoint_dir=root / CHECKPOINTS,
+        log_dir=root / LOG_WORK, resume_key=run_key(base_weights, section.lora), processes=processes,
     )
-    publish_log(root / LOG_WORK, root / TRAINING_LOG)
+    if processes.is_main:
+        publish_log(root / LOG_WORK, root / TRAINING_LOG)
     publish_trained(model, result, target=root / REINFORCED, baseline=baseline, base_weights=base_weights,
-                    checkpoint_dir=root / CHECKPOINTS, facts={
+                    checkpoint_dir=root / CHECKPOINTS, processes=processes, lora=section.lora, facts={
                         "params": section_dict(params, *PARAMS),
                         "blocks": len(batches),
                         "block_tokens": int(blocks["input_ids"].map(len).sum()),
@@ -65,6 +80,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
                         "objective": "next-token cross-entropy on every position of the original block ids",
                         "training_log": TRAINING_LOG.as_posix(),
                     })
+    processes.close()
     return result.summary()
 
 
@@ -76,4 +92,5 @@ def _blocks_hash(root: Path) -> str | None:
 
 
 if __name__ == "__main__":
+    relaunch_if_configured("pipeline.reinforce")
     run_stage(STAGE, run)

@@ -95,8 +95,8 @@ def read_training_log(folder: Path) -> list[dict[str, float]]:
 def publish_log(work: Path, target: Path) -> None:
     """Publish the log a run wrote in ``work`` as ``target`` (``plots/dvclive/<stage>``) through
     the store, so that it lands with the stage's other outputs or not at all: a killed run leaves
-    the published log as it was (a resumed run rebuilds ``work`` from its checkpoint). Nothing to
-    do on the processes that wrote no log (all but the main one)."""
+    the published log as it was (a resumed run rebuilds ``work`` from its checkpoint). The main
+    process alone calls it."""
     if not work.is_dir():
         return
     target.parent.mkdir(parents=True, exist_ok=True)

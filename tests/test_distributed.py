@@ -82,7 +82,7 @@ def test_torchrun_ranks_resume_a_run_stopped_midway(
         max_shards_this_run=1,
     )
     assert not stopped.complete
-    log = _stage([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    log = _stage([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                   "-m", "pipeline.generic_labels"], resumed)
     n_shards = -(-len(read_dataset("blocks", one)) // 2)
     assert n_shards >= 4  # so that each rank has shards of its own

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.launch import LAUNCHED, Ranks, launch_command
+from pipeline.sharding import fill_deepspeed_auto
 from tests.conftest import REPO
 
 
@@ -108,7 +109,7 @@ def test_fsdp_config_gives_full_shard_bf16_and_activation_checkpointing(monkeypa
     assert plugin.auto_wrap_policy.__name__ == "transformer_auto_wrap_policy"  # one unit per decoder layer
     assert plugin.cpu_ram_efficient_loading is True
     assert type(plugin.cpu_offload).__name__ == "OffloadPolicy"  # the no-offload policy (CPUOffloadPolicy offloads)
-    assert str(plugin.state_dict_type).endswith("FULL_STATE_DICT")
+    assert str(plugin.state_dict_type).endswith("SHARDED_STATE_DICT")  # checkpoints: each process its shards
 
 
 @pytest.mark.parametrize("name, offload", [("deepspeed_zero3", "none"), ("deepspeed_zero3_offload", "cpu")])
@@ -120,12 +121,16 @@ def test_zero3_configs_pass_deepspeeds_own_validation(name: str, offload: str, m
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "true"
     plugin = DeepSpeedPlugin()  # reads the JSON named by the config, as the Accelerator does
     assert plugin.zero_stage == 3 and plugin.hf_ds_config.is_zero3()
-    # What accelerate fills in for "auto" at prepare() (accelerator._prepare_deepspeed), for a
-    # micro-batch of 2, 2 accumulation steps, one process, hidden size 64.
+    # What train() fills in from its settings before prepare() (micro-batch 2, 3 accumulation
+    # steps, one process here: DeepSpeed's check below counts the processes of this test), then
+    # accelerate from the hidden size (64).
+    filled = fill_deepspeed_auto(plugin, micro_batch_size=2, accumulation=3, world_size=1, max_grad_norm=0.5)
+    assert filled == {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 3, "train_batch_size": 6,
+                      "gradient_clipping": 0.5}
+    assert {key: plugin.deepspeed_config[key] for key in filled} == filled
     hidden = 64
     plugin.deepspeed_config_process(must_match=False, **{
-        "train_micro_batch_size_per_gpu": 2, "train_batch_size": 4, "gradient_accumulation_steps": 2,
-        "gradient_clipping": 1.0, "zero_optimization.reduce_bucket_size": hidden * hidden,
+        "zero_optimization.reduce_bucket_size": hidden * hidden,
         "zero_optimization.stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
         "zero_optimization.stage3_param_persistence_threshold": 10 * hidden,
     })
@@ -133,6 +138,24 @@ def test_zero3_configs_pass_deepspeeds_own_validation(name: str, offload: str, m
     assert config.zero_optimization_stage == 3 and config.bfloat16_config.enabled
     assert config.zero_config.gather_16bit_weights_on_model_save  # the saved model is a full HF folder
     assert config.zero_config.offload_optimizer.device == offload
+    assert (config.train_batch_size, config.gradient_accumulation_steps, config.gradient_clipping) == (6, 3, 0.5)
+
+
+def test_a_deepspeed_value_that_contradicts_the_settings_names_the_file(tmp_path: Path, monkeypatch):
+    import json
+
+    from accelerate import DeepSpeedPlugin
+
+    config = json.loads((REPO / "configs" / "deepspeed" / "zero3.json").read_text())
+    config["train_micro_batch_size_per_gpu"] = 8
+    (tmp_path / "fixed.json").write_text(json.dumps(config))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(tmp_path / "fixed.json"))
+    plugin = DeepSpeedPlugin(hf_ds_config=str(tmp_path / "fixed.json"))
+    with pytest.raises(PipelineError, match=r"fixed.json.*train_micro_batch_size_per_gpu is 8 there, 2 from"):
+        fill_deepspeed_auto(plugin, micro_batch_size=2, accumulation=1, world_size=1, max_grad_norm=1.0)
+    # Two processes of 4 accumulation steps of 8: the file's micro-batch agrees.
+    filled = fill_deepspeed_auto(plugin, micro_batch_size=8, accumulation=4, world_size=2, max_grad_norm=1.0)
+    assert plugin.deepspeed_config["train_batch_size"] == filled["train_batch_size"] == 64
 
 
 def test_deepspeed_validation_rejects_a_misspelt_key():

@@ -156,7 +156,7 @@ def test_two_processes_log_and_publish_once(tmp_path: Path, tiny_model_dir: Path
     (root / "params.yaml").write_text(yaml.safe_dump({"corpus": {"forget": ["unused.txt"]}, "reinforce": SETTINGS}))
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pipeline.reinforce"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
@@ -168,3 +168,19 @@ def test_two_processes_log_and_publish_once(tmp_path: Path, tiny_model_dir: Path
                                                       rel=1e-5)
     assert sorted(p.name for p in (root / reinforce.TRAINING_LOG).iterdir()) == ["metrics.json", "plots"]
     assert sorted(p.name for p in (root / "models").iterdir()) == ["baseline", "reinforced"]
+
+
+def test_lora_with_gradient_checkpointing_publishes_a_merged_standard_model(tmp_path: Path, tiny_model_dir: Path):
+    lora = {"r": 2, "alpha": 4.0, "target_modules": ["o_proj", "down_proj"], "dropout": 0.0}
+    root = _project(tmp_path, tiny_model_dir)
+    summary = reinforce.run(_params(lora=lora, gradient_checkpointing=True), root=root)
+    assert summary["steps"] == 6
+    output = root / "models" / "reinforced"
+    reinforced, baseline = _weights(output), _weights(root / "models" / "baseline")
+    assert reinforced.keys() == baseline.keys()
+    changed = {name for name in reinforced if (reinforced[name] - baseline[name]).abs().max() > 0}
+    assert changed == {f"model.layers.{i}.{m}.weight" for i in range(2) for m in ("self_attn.o_proj", "mlp.down_proj")}
+    provenance = json.loads((output / "whp_model.json").read_text(encoding="utf-8"))
+    assert provenance["lora"] == lora and provenance["gradient_checkpointing"] is True
+    assert provenance["strategy"] == "single" and provenance["dtype"] == "float32"
+    assert not (root / "models" / ".reinforce-checkpoints").exists()

@@ -14,17 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import checkpoints
+from pipeline.batches import BlockBatches, step_indices
 from pipeline.models import load_model
+from pipeline.training import LOG_FIELDS, LinearWarmupDecay, TrainSettings, causal_lm_loss, train
 from pipeline.training_log import TrainingLog, read_training_log
-from pipeline.training import (
-    LOG_FIELDS,
-    BlockBatches,
-    LinearWarmupDecay,
-    TrainSettings,
-    causal_lm_loss,
-    step_indices,
-    train,
-)
 
 
 def _blocks(n: int, *, seed: int = 0, vocab: int = 250) -> list[list[int]]:
@@ -90,7 +83,7 @@ def test_causal_lm_loss_matches_hand_computation(tiny):
             keep = torch.tensor(mask[:-1], dtype=torch.bool)  # position i predicts token i + 1
             expected += F.cross_entropy(logits[:-1][keep], torch.tensor(ids[1:])[keep], reduction="sum").item()
             count += int(keep.sum())
-    assert n_tokens == count == 15 + 6
+    assert n_tokens == count == 15 + 6 == causal_lm_loss.positions(batch)
     assert loss_sum.item() == pytest.approx(expected, rel=1e-5)
 
     # Without a loss mask every real position counts, padding never does.
@@ -130,6 +123,28 @@ def test_gradient_accumulation_matches_one_micro_batch(tiny_model_dir: Path, tmp
         # Adam's first step is about lr * sign(gradient): a tolerance of 1% of lr.
         assert _max_gap(weights[other], weights[0]) < 1e-5
         assert losses[other] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_model_dir: Path, tmp_path: Path):
+    blocks = BlockBatches(_blocks(6))
+    runs = {}
+    for checkpointing in (False, True):
+        model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+        result = train(model, blocks, settings=_settings(epochs=2.0, gradient_checkpointing=checkpointing),
+                       checkpoint_dir=tmp_path / f"ckpt-{checkpointing}", log_dir=tmp_path / f"log-{checkpointing}",
+                       device="cpu")
+        assert model.is_activation_checkpointing is checkpointing and result.gradient_checkpointing is checkpointing
+        runs[checkpointing] = (_weights(model), [row["loss"] for row in _log(tmp_path / f"log-{checkpointing}")])
+    (plain, plain_losses), (recomputed, recomputed_losses) = runs[False], runs[True]
+    assert len(plain_losses) == 6 and recomputed_losses == pytest.approx(plain_losses, rel=1e-6)
+    assert _max_gap(plain, recomputed) < 1e-6
+    # Execution only: a checkpoint written without it resumes with it.
+    ckpt = tmp_path / "switched"
+    train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, settings=_settings(epochs=2.0),
+          checkpoint_dir=ckpt, device="cpu", max_steps_this_run=2)
+    resumed = train(load_model(tiny_model_dir, dtype="float32", device="cpu"), blocks, checkpoint_dir=ckpt,
+                    settings=_settings(epochs=2.0, gradient_checkpointing=True), device="cpu")
+    assert resumed.resumed_from == 2
 
 
 def test_resume_after_interruption_is_identical(tiny_model_dir: Path, tmp_path: Path):
@@ -271,7 +286,8 @@ import os, signal, sys, torch
 from pipeline import checkpoints
 from pipeline.models import load_model
 from pipeline.training_log import TrainingLog, read_training_log
-from pipeline.training import BlockBatches, TrainSettings, train
+from pipeline.batches import BlockBatches
+from pipeline.training import TrainSettings, train
 from tests.test_training import _blocks
 
 real_save = torch.save
@@ -341,6 +357,35 @@ def test_an_unreadable_latest_checkpoint_is_skipped_for_the_one_before(tiny_mode
                   checkpoint_dir=ckpt, device="cpu", max_steps_this_run=1)
     assert fresh.resumed_from == 0 and "skipping unreadable checkpoint" in capfd.readouterr().err
     assert checkpoints.load_latest(tmp_path / "nowhere") is None
+
+
+def test_a_sharded_checkpoint_is_a_folder_written_by_every_process_and_renamed_when_whole(tmp_path: Path):
+    calls = []
+
+    def save_state(folder: Path) -> None:  # what accelerate's save_state writes, one file per process
+        calls.append(folder.name)
+        for rank in range(2):
+            (folder / f"shard_{rank}.bin").write_bytes(b"x" * 10)
+
+    fields = {"identity": {"run": 1}, "step": 0, "examples_seen": 0, "last_loss": 1.0, "log": []}
+    for step in (1, 2, 3):
+        final = checkpoints.write_sharded_checkpoint(tmp_path, step, fields | {"step": step}, save_state=save_state,
+                                                     is_main=True, barrier=lambda: None)
+    assert calls == [".step-00000001.tmp-sharded", ".step-00000002.tmp-sharded", ".step-00000003.tmp-sharded"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000002", "step-00000003"]  # the two latest
+    assert sorted(p.name for p in final.iterdir()) == ["shard_0.bin", "shard_1.bin", "whp_state.pt"]
+    state, path = checkpoints.load_latest(tmp_path)
+    assert path == final and state["step"] == 3 and state["layout"] == "sharded"
+
+    # A write killed midway leaves a temporary folder; a folder without the run's fields is unreadable.
+    (tmp_path / ".step-00000004.tmp-sharded").mkdir()
+    (tmp_path / "step-00000005").mkdir()
+    assert [p.name for p in checkpoints.remove_stale_temporaries(tmp_path)] == [".step-00000004.tmp-sharded"]
+    warnings = []
+    state, path = checkpoints.load_latest(tmp_path, warn=warnings.append)
+    assert path == final and "step-00000005" in warnings[0] and not (tmp_path / "step-00000005").exists()
+    checkpoints.remove_checkpoints(tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_checkpoint_is_on_disk_before_it_is_renamed_into_place(tmp_path: Path, monkeypatch):

@@ -18,7 +18,7 @@ from rich.table import Table
 from pipeline.cli.common import ProjectOption, check_format, console, fail
 from pipeline.errors import PipelineError
 from pipeline.paths import BASELINE
-from pipeline.tools.plan import GIB, STAGES, Footprint, Lora, ModelShape, Plan, plan as plan_stage, shape_from_config
+from pipeline.tools.plan import GIB, STAGES, Footprint, Lora, ModelShape, Plan, Setup, plan as plan_stage, shape_from_config
 
 CONFIG_FILES = {
     "ddp": "configs/accelerate/ddp.yaml",
@@ -105,11 +105,21 @@ def _advice(footprint: Footprint | None, gpus: int) -> str:
     if footprint is None:
         return "nothing fits: more GPUs, larger GPUs or a smaller micro-batch (--micro-batch)"
     setup = footprint.setup
-    config = "none (one process)" if setup.strategy == "ddp" and gpus == 1 else CONFIG_FILES[setup.strategy]
-    text = f"{setup.describe()}: {_gib(footprint.total)} GiB per GPU; accelerate config: {config}"
+    keys = params_to_set(setup, gpus)
+    text = f"{setup.describe()}: {_gib(footprint.total)} GiB per GPU; params: {', '.join(keys) or 'the defaults (one process)'}"
     if footprint.cpu_optimizer:
         text += f"; needs {_gib(footprint.cpu_optimizer)} GiB of CPU RAM per GPU for the optimiser"
     return text
+
+
+def params_to_set(setup: Setup, gpus: int) -> list[str]:
+    """The params.yaml keys that run ``setup`` (docs/training.md, Scale)."""
+    keys = [] if setup.strategy == "ddp" and gpus == 1 else [f"launch.config={CONFIG_FILES[setup.strategy]}"]
+    if setup.checkpointing and setup.strategy != "fsdp":  # fsdp.yaml checkpoints activations itself
+        keys.append(f"{setup.stage}.gradient_checkpointing=true")
+    if setup.lora:
+        keys.append(f"{setup.stage}.lora.r={setup.lora.r}")
+    return keys
 
 
 def _as_json(result: Plan, gpu_memory: float) -> dict[str, Any]:
@@ -118,6 +128,7 @@ def _as_json(result: Plan, gpu_memory: float) -> dict[str, Any]:
             "configuration": f.setup.describe(), "strategy": f.setup.strategy, "gpus": f.setup.gpus,
             "lora_r": f.setup.lora.r if f.setup.lora else None, "gradient_checkpointing": f.setup.checkpointing,
             "micro_batch": f.setup.micro_batch, "seq_len": f.setup.seq_len,
+            "params": params_to_set(f.setup, f.setup.gpus),
             "bytes": {"parameters": f.parameters, "gradients": f.gradients, "optimizer": f.optimizer,
                       "baseline": f.baseline, "activations": f.activations, "transient": f.transient,
                       "total": f.total, "cpu_optimizer": f.cpu_optimizer},

@@ -19,8 +19,9 @@ autocast). Shapes: ``b`` blocks, ``t`` positions, ``V`` vocabulary, ``k`` stored
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -145,15 +146,18 @@ class UnlearningLoss:
         retain_kind: ``kl`` (KL(reference || model), needs ``reference``), ``lm`` (next-token
             cross-entropy on the retain ids) or ``none``.
         retain_weight: 0 switches the retain term (and its forward passes) off.
-        reference: the frozen baseline for ``kl``; moved to the batch's device on first use,
-            run without gradient.
+        reference: the frozen baseline for ``kl``, run without gradient *before* the trained
+            model (a sharded model then never has two forward passes in flight): a module (frozen
+            here, moved to the batch's device on first use unless its weights are offloaded to
+            the ``meta`` device), or any callable with a model's call signature returning
+            ``.logits`` (e.g. the trained model with its LoRA adapters switched off).
     """
 
     label_type: LabelType = "soft"
     soft_weight: float = 1.0
     retain_kind: RetainKind = "none"
     retain_weight: float = 0.0
-    reference: torch.nn.Module | None = None
+    reference: torch.nn.Module | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.label_type not in ("hard", "soft", "mixed"):
@@ -162,7 +166,7 @@ class UnlearningLoss:
             raise ValueError(f"unknown retain kind {self.retain_kind!r} (kl, lm or none)")
         if self.retain_kind == "kl" and self.retain_weight > 0 and self.reference is None:
             raise ValueError("retain kind 'kl' needs a reference model")
-        if self.reference is not None:
+        if isinstance(self.reference, torch.nn.Module):
             self.reference.eval().requires_grad_(False)
 
     @property
@@ -171,6 +175,14 @@ class UnlearningLoss:
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         return self.with_terms(model, batch)[:2]
+
+    def positions(self, batch: dict[str, torch.Tensor]) -> int:
+        """The count :meth:`with_terms` will return for ``batch``, without running a model (a
+        sharded run scales each micro-batch's loss by the step's total before its backward)."""
+        mask = batch["attention_mask"].bool() & batch["loss_mask"].bool()
+        if self.label_type == "hard":
+            mask &= batch["labels"] != IGNORE
+        return int(mask.sum())
 
     def with_terms(
         self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
@@ -187,6 +199,7 @@ class UnlearningLoss:
         if "retain_input_ids" not in batch:
             raise ValueError("the retain term is on but the micro-batch has no retain_input_ids")
         retain_ids, retain_attention = batch["retain_input_ids"], batch["retain_attention_mask"]
+        reference_logits = self._reference_logits(retain_ids, retain_attention) if self.retain_kind == "kl" else None
         both_ids, both_attention = stack_right_padded([ids, retain_ids]), stack_right_padded([attention, retain_attention])
         logits = model(input_ids=both_ids, attention_mask=both_attention, use_cache=False).logits
         b, t, t_retain = ids.shape[0], ids.shape[1], retain_ids.shape[1]
@@ -197,15 +210,17 @@ class UnlearningLoss:
         if self.retain_kind == "lm":
             retain_sum, retain_n = next_token_loss(retain_logits, retain_ids, retain_attention)
         else:
-            reference = self.reference
-            if next(reference.parameters()).device != retain_ids.device:
-                reference.to(retain_ids.device)
-            with torch.no_grad():
-                reference_logits = reference(
-                    input_ids=retain_ids, attention_mask=retain_attention, use_cache=False
-                ).logits
             retain_sum, retain_n = kl_to_reference(retain_logits, reference_logits, retain_attention)
         if retain_n == 0 or forget_n == 0:
             return forget_sum, forget_n, {"forget_loss": forget_sum.item(), "retain_loss": 0.0}
         loss_sum = forget_sum + self.retain_weight * (retain_sum / retain_n) * forget_n
         return loss_sum, forget_n, {"forget_loss": forget_sum.item(), "retain_loss": retain_sum.item() / retain_n * forget_n}
+
+    def _reference_logits(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        reference = self.reference
+        if isinstance(reference, torch.nn.Module):
+            weight = next(reference.parameters(), None)
+            if weight is not None and weight.device.type != "meta" and weight.device != ids.device:
+                reference.to(ids.device)
+        with torch.no_grad():
+            return reference(input_ids=ids, attention_mask=attention, use_cache=False).logits

@@ -54,6 +54,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pipeline.params import LORA_TARGETS
+
 GIB = 1024**3
 Stage = Literal["reinforce", "finetune"]
 Strategy = Literal["ddp", "fsdp", "zero3", "zero3-offload"]
@@ -62,7 +64,6 @@ STAGES: tuple[Stage, ...] = ("reinforce", "finetune")
 STRATEGIES: tuple[Strategy, ...] = ("ddp", "fsdp", "zero3", "zero3-offload")
 ZERO3_MAX_LIVE_PARAMETERS = 100_000_000
 """``stage3_max_live_parameters`` of configs/deepspeed/zero3.json: gathered parameters held at once."""
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Architectures whose MLP is one up and one down projection (4h by default), not a gated pair.
 UNGATED_MLP = frozenset({"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "gpt_bigcode"})
 
@@ -152,7 +153,7 @@ class Lora:
     """LoRA adapters of rank ``r`` on the ``targets`` matrices of every decoder layer."""
 
     r: int = 16
-    targets: tuple[str, ...] = LORA_TARGETS
+    targets: tuple[str, ...] = tuple(LORA_TARGETS)
 
     def parameters(self, shape: ModelShape) -> int:
         matrices = shape.matrices()
@@ -284,13 +285,15 @@ class Plan:
 def candidates(stage: Stage, *, gpus: int, micro_batch: int, seq_len: int, lora: Lora,
                precision: Precision = "bf16") -> Iterator[Setup]:
     """Configurations from cheapest to dearest: full fine-tunes first (DDP, then FSDP, then
-    ZeRO-3 and its CPU offload; each without, then with gradient checkpointing), then LoRA."""
+    ZeRO-3 and its CPU offload; each without, then with gradient checkpointing), then LoRA.
+    FSDP only with checkpointing: configs/accelerate/fsdp.yaml checkpoints activations itself
+    (``fsdp_activation_checkpointing``), whatever the stage's ``gradient_checkpointing``."""
     base = Setup(stage, "ddp", gpus, micro_batch, seq_len, precision=precision)
     for adapters in (None, lora):
         for strategy in (("ddp", "fsdp") if adapters else STRATEGIES):
             if gpus == 1 and strategy in ("fsdp", "zero3"):
                 continue  # nothing to shard over: the same bytes as DDP on one GPU, or more
-            for checkpointing in (False, True):
+            for checkpointing in ((True,) if strategy == "fsdp" else (False, True)):
                 yield replace(base, strategy=strategy, checkpointing=checkpointing, lora=adapters)
 
 

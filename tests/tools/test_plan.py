@@ -114,7 +114,8 @@ def test_llama_2_7b_full_finetune_needs_sharding_on_4_by_80gb_and_lora_fits_one_
     assert ddp and not any(f.fits(80) for f in ddp)  # 16 bytes x 6.7B + a bf16 baseline > 80 GiB
     assert min(f.total for f in ddp) > 16 * shape.parameters
     assert four.recommended is not None and four.recommended.setup.strategy == "fsdp"
-    assert four.recommended.setup.lora is None
+    assert four.recommended.setup.lora is None and four.recommended.setup.checkpointing  # as fsdp.yaml runs it
+    assert all(f.setup.checkpointing for f in four.footprints if f.setup.strategy == "fsdp")
     zero3 = next(f for f in four.footprints if f.setup.strategy == "zero3" and not f.setup.checkpointing)
     assert zero3.fits(80)
     one = plan(shape, "finetune", gpus=1, gpu_memory_gib=80, micro_batch=1, seq_len=512)
@@ -162,7 +163,9 @@ def test_cli_plans_a_local_folder_and_recommends_fsdp_for_7b(llama_7b: Path, tmp
     table = runner.invoke(app, ["plan", "--model", str(llama_7b), "--gpus", "4", "-C", str(tmp_path)],
                           env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
-    assert "recommended: fsdp" in table.output and "configs/accelerate/fsdp.yaml" in table.output
+    assert "recommended: fsdp + gradient checkpointing" in table.output
+    assert "GiB per GPU; params: launch.config=configs/accelerate/fsdp.yaml\n" in table.output  # it checkpoints itself
+    assert "params: launch.config=configs/accelerate/ddp.yaml, finetune.lora.r=16" in table.output
 
 
 def test_cli_reads_batch_sizes_from_a_profile(llama_7b: Path):
