@@ -21,7 +21,7 @@ in pipeline order:
 Byte-identical has one exception, the wall-clock figures a training or evaluation run records
 (two uninterrupted runs differ there too): ``tokens_per_s``, ``train_seconds``, ``seconds`` and
 ``resumed_from_step`` in ``models/*/whp_model.json`` and ``metrics/evaluation/*.json``, the
-``tokens_per_s`` column of ``plots/*_loss.csv`` and the two timing rows of the model card. They are
+DVCLive's ``tokens_per_s`` (``plots/dvclive/<stage>``) and the two timing rows of the model card. They are
 removed from both sides before comparing; every other byte, weights included, must match.
 Manifests' ``created_at`` is pinned with ``SOURCE_DATE_EPOCH``. After a stage is done its reference
 bytes are put back, so that the next stage reads exactly the reference inputs (a rerun
@@ -35,8 +35,6 @@ its own work rather than ``import torch``. ``dvc status`` checks the outcome at 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import random
@@ -52,7 +50,7 @@ import yaml
 
 from pipeline.stage import FAULT_AT, FAULT_TRACE, declared_outputs, recover
 from pipeline.store import list_datasets
-from tests.conftest import run
+from tests.conftest import REPO, run
 from tests.zygote import Zygote
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -60,28 +58,29 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 KILLS = 5
 SEED = 20261130
 PINNED = {"SOURCE_DATE_EPOCH": "1700000000"}
-# (dvc stage, module, arguments), in pipeline order: each runs over its inputs' reference outputs.
-STAGES = [
-    ("ingest", "pipeline.ingest", []),
-    ("baseline_model", "pipeline.baseline_model", []),
-    ("anchor_candidates", "pipeline.anchor_candidates", []),
-    ("anchor_translations", "pipeline.anchor_translations", []),
-    ("dictionary", "pipeline.dictionary", []),
-    ("blocks", "pipeline.blocks", []),
-    ("retain_blocks", "pipeline.retain_blocks", []),
-    ("reinforce", "pipeline.reinforce", []),
-    ("generic_labels", "pipeline.generic_labels", []),
-    ("dataset", "pipeline.dataset", []),
-    ("finetune", "pipeline.finetune", []),
-    ("evaluate@baseline", "pipeline.evaluate", ["baseline"]),
-    ("evaluate@reinforced", "pipeline.evaluate", ["reinforced"]),
-    ("evaluate@unlearned", "pipeline.evaluate", ["unlearned"]),
-    ("report", "pipeline.evaluate", ["report"]),
-]
+
+
+def pipeline_stages() -> list[tuple[str, str, list[str]]]:
+    """``(dvc stage, module, arguments)`` of every stage, in dvc.yaml's order (which is the
+    pipeline's): each runs over its inputs' reference outputs. Read from dvc.yaml, so a new
+    stage is exercised without editing this file."""
+    stages = []
+    for name, spec in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in spec:
+            for item in spec["foreach"]:
+                words = spec["do"]["cmd"].replace("${item}", item).split()
+                stages.append((f"{name}@{item}", words[words.index("-m") + 1], words[words.index("-m") + 2:]))
+        else:
+            words = spec["cmd"].split()
+            stages.append((name, words[words.index("-m") + 1], words[words.index("-m") + 2:]))
+    return stages
+
+
+STAGES = pipeline_stages()
 PRELOAD = sorted({module for _, module, _ in STAGES} | {"torch", "transformers", "spacy"})
 TIMING_KEYS = {"tokens_per_s", "train_seconds", "seconds", "resumed_from_step"}
 # Resume state a killed stage leaves on purpose (its next run continues from it).
-RESUME_STATE = {".generic_labels-work", ".reinforce-checkpoints", ".finetune-checkpoints"}
+RESUME_STATE = {".generic_labels-work", ".reinforce-checkpoints", ".finetune-checkpoints", ".reinforce-log", ".finetune-log"}
 
 
 def _without_timings(path: str, data: bytes) -> bytes:
@@ -96,11 +95,14 @@ def _without_timings(path: str, data: bytes) -> bytes:
             return json.dumps(strip(json.loads(data)), sort_keys=True).encode()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return data  # an older generation's changed bytes: compared as they are
-    if path.startswith("plots/") and path.endswith("_loss.csv"):
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"))))
-        if rows and "tokens_per_s" in rows[0]:
-            drop = rows[0].index("tokens_per_s")
-            return "\n".join(",".join(r[:drop] + r[drop + 1:]) for r in rows).encode()
+    if path.startswith("plots/dvclive/"):  # DVCLive: metrics.json, and one <metric>.tsv per metric
+        if path.endswith("metrics.json"):
+            try:
+                return json.dumps(strip(json.loads(data)), sort_keys=True).encode()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return data  # an older generation's changed bytes: compared as they are
+        if Path(path).stem in TIMING_KEYS:
+            return b""
     if path.startswith("models/") and path.endswith("README.md"):
         return b"\n".join(line for line in data.split(b"\n") if not line.startswith((b"| forget tokens/s", b"| training time")))
     return data

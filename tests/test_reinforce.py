@@ -114,11 +114,12 @@ def test_crash_leaves_no_model_and_resumes(tmp_path: Path, tiny_model_dir: Path,
     monkeypatch.setattr(reinforce, "train", functools.partial(training.train, on_step=crash))
     with pytest.raises(RuntimeError, match="simulated crash"):
         reinforce.run(_params(), root=root)
-    assert sorted(p.name for p in (root / "models").iterdir()) == [".reinforce-checkpoints", "baseline"]
+    # what a rerun resumes from: the checkpoints and the log so far; no model
+    assert sorted(p.name for p in (root / "models").iterdir()) == [".reinforce-checkpoints", ".reinforce-log", "baseline"]
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002.pt"]
 
-    # dvc repro removes a stage's outputs before it runs: the resumed log must not need them.
-    shutil.rmtree(root / reinforce.TRAINING_LOG)
+    # the crashed run published nothing: no log either (it is written beside the checkpoints)
+    assert not (root / reinforce.TRAINING_LOG).exists()
     monkeypatch.undo()
     summary = reinforce.run(_params(), root=root)
     assert summary["resumed_from"] == 2 and summary["steps"] == 6
