@@ -25,7 +25,7 @@ VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "
 p(first answer token)/p(whole answer), ``first_logprob`` the first one's natural log, ``rank`` of
 the first answer token, ``rouge_l`` of the greedy output, ``score`` of a graded completion
 (5/1/0), ``nll`` summed over ``tokens`` scored tokens, ``min_k`` (Min-K% Prob)."""
-UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "trained", "output", *VALUE_COLUMNS)
+UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "tier", "trained", "output", *VALUE_COLUMNS)
 
 
 @dataclass(frozen=True)

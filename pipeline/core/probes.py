@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import PipelineError
+from schemas.evaluation import TIERS
 
 KINDS = ("familiarity", "completion", "general")
 GENERAL_KINDS = ("general", "near")
-TIERS = ("known", "detail")
-"""Familiarity tiers: famous facts of the corpus, and details that need the story itself."""
 _REQUIRED = {"familiarity": ("answer", "story"), "completion": ("keywords",), "general": ("answer", "kind")}
 _OPTIONAL = {"familiarity": ("tier",), "completion": (), "general": ()}
 _TEXT_FIELDS = ("id", "prompt", "answer", "story", "kind", "tier")
