@@ -260,7 +260,7 @@ def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: 
     intervals = headlines.headline_intervals(scores, n_resamples=boot.resamples, confidence=boot.confidence,
                                              seed=boot.seed)
     n_trained = sum(inputs.trained_story.get(p.story, False) for p in inputs.familiar)
-    tiers = {f"familiarity_{tier}": sum(p.tier == tier for p in inputs.familiar) for tier in TIERS}
+    tiers = {f"familiarity_tier_{tier}": sum(p.tier == tier for p in inputs.familiar) for tier in TIERS}
     return {
         "model": model_name,
         **{key: None if value is None else round(value.estimate, 6) for key, value in intervals.items()},

@@ -426,6 +426,9 @@ class EvaluateParams(_Section):
     common_phrase_zipf: float = Field(default=4.5, ge=0, le=8)
     """A multi-word anchor at least this frequent in general English (wordfreq Zipf) is a
     possible lucky guess (grade 1): "New York", "Prime Minister"."""
+    known_rank: int = Field(default=10, ge=1)
+    """The report's known subset: the familiarity probes whose answer the baseline ranks this or
+    better (1 = its top guess); the same probes are read on every model."""
     bootstrap: BootstrapParams = BootstrapParams()
 
 
