@@ -59,7 +59,7 @@ class ScoreSchema(pa.DataFrameModel):
     story: Series[str] = pa.Field(description="familiarity probes: the story tag; '' otherwise")
     tier: Series[str] = pa.Field(isin=["", *TIERS], description="familiarity probes: the probe's tier ('' untiered); "
                                  "'' otherwise")
-    trained: Series[bool] = pa.Field(description="the unit's story or text shares text with the fine-tune's blocks")
+    trained: Series[bool] = pa.Field(description="the unit's story document holds, or its text lies in, the fine-tune's blocks")
     output: Series[str] = pa.Field(description="the model's greedy answer or continuation ('' for retain windows)")
     top1: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0])
     first_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
