@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from pipeline.core import generation, grading, headlines, metrics
 from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
-from pipeline.core.provenance import Span, Window, story_spans, trained_stories, verbatim_windows
+from pipeline.core.provenance import Span, Window, story_documents, trained_stories, verbatim_windows
 from pipeline.core.sampling import spread_sample
 from pipeline.errors import PipelineError
 from pipeline.models import load_model, load_tokenizer
@@ -42,7 +42,7 @@ from pipeline.paths import model_dir
 from pipeline.stage import run_stage
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset
 from pipeline.versions import read_pinned
-from schemas.evaluation import MODELS, completions_contract, scores_contract
+from schemas.evaluation import MODELS, TIERS, completions_contract, scores_contract
 
 STAGE = "evaluate"
 PARAMS = ("evaluate", "finetune.dataset")
@@ -133,7 +133,7 @@ class Inputs:
     completion: list[Probe]
     general: list[Probe]
     trained_story: dict[str, bool]
-    """Story title -> whether a training block shares text with it."""
+    """Story tag -> whether a training block lies in its document."""
     training_blocks: int
     grading: tuple[grading.TermMatcher, grading.TermMatcher, grading.TermMatcher]
     """Anchor, genre and weak terms (:func:`pipeline.core.grading.grade_completion`)."""
@@ -155,11 +155,11 @@ def read_inputs(params: Params, root: Path, model_folder: Path):
     completion = read_probe_file(root / probe_files.completion, "completion")
     general = read_probe_file(root / probe_files.general, "general")
     genre_terms = read_term_file(root / probe_files.genre_terms)
-    docs = read_dataset("documents", root, columns=["doc_id", "corpus", "text"])
+    docs = read_dataset("documents", root, columns=["doc_id", "corpus", "title", "text"])
     forget = docs[docs["corpus"] == "forget"]
     documents = dict(zip(forget["doc_id"], forget["text"]))
     trained = trained_spans(params, root)
-    stories = story_spans([p.story for p in familiar], documents)
+    stories = story_documents([p.story for p in familiar], zip(forget["doc_id"], forget["title"], forget["text"]))
     dictionary = read_dataset("dictionary", root, columns=["anchor", "variants", "forget_count"])
 
     from wordfreq import zipf_frequency
@@ -217,7 +217,7 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
 
 def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure: str | None = None) -> list[dict]:
     """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
-    return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "",
+    return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "", "tier": p.tier or "",
              "trained": trained_story.get(p.story, False), "output": out, "top1": float(s.top1),
              "first_prob": s.first_prob, "first_logprob": s.first_logprob, "answer_prob": s.prob,
              "rank": float(s.first_rank),
@@ -225,7 +225,7 @@ def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure
 
 
 def _window_rows(windows, scores, outputs, measure: str, *, k_percent: float) -> list[dict]:
-    return [{"measure": measure, "unit_id": w.id, "story": "", "trained": measure == "verbatim_trained",
+    return [{"measure": measure, "unit_id": w.id, "story": "", "tier": "", "trained": measure == "verbatim_trained",
              "output": out, "rouge_l": metrics.rouge_l(out, w.continuation), "nll": float(-s.logprobs.sum()),
              "tokens": float(len(s.logprobs)), "min_k": metrics.min_k_score(s.logprobs, k_percent)}
             for w, s, out in zip(windows, scores, outputs)]
@@ -241,13 +241,14 @@ def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: 
         _probe_rows(inputs.familiar, found["familiarity"], greedy(found["familiarity"]), inputs.trained_story,
                     "familiarity")
         + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {})
-        + [{"measure": "completion", "unit_id": p.id, "story": "", "trained": False, "output": text,
+        + [{"measure": "completion", "unit_id": p.id, "story": "", "tier": "", "trained": False, "output": text,
             "score": float(metrics.completion_score(g))} for p, text, g in zip(inputs.completion, texts, grades)]
         + _window_rows(inputs.inside, found["verbatim_trained"], greedy(found["verbatim_trained"]),
                        "verbatim_trained", k_percent=k_percent)
         + _window_rows(inputs.outside, found["verbatim_untrained"], greedy(found["verbatim_untrained"]),
                        "verbatim_untrained", k_percent=k_percent)
-        + [{"measure": "retain", "unit_id": b, "story": "", "trained": False, "output": "", "nll": float(-lp.sum()),
+        + [{"measure": "retain", "unit_id": b, "story": "", "tier": "", "trained": False, "output": "",
+            "nll": float(-lp.sum()),
             "tokens": float(len(lp))} for b, lp in zip(inputs.retain_ids, found["retain"])]
     )
     frame = pd.DataFrame(rows, columns=list(headlines.UNIT_COLUMNS)[1:]).assign(model=model_name)
@@ -259,12 +260,14 @@ def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: 
     intervals = headlines.headline_intervals(scores, n_resamples=boot.resamples, confidence=boot.confidence,
                                              seed=boot.seed)
     n_trained = sum(inputs.trained_story.get(p.story, False) for p in inputs.familiar)
+    tiers = {f"familiarity_tier_{tier}": sum(p.tier == tier for p in inputs.familiar) for tier in TIERS}
     return {
         "model": model_name,
         **{key: None if value is None else round(value.estimate, 6) for key, value in intervals.items()},
         "completion_grades": {str(g): grades.count(g) for g in (3, 2, 1, 0)},
         "n": {"familiarity": len(inputs.familiar), "familiarity_trained": n_trained,
-              "familiarity_untrained": len(inputs.familiar) - n_trained, "stories": len(inputs.trained_story),
+              "familiarity_untrained": len(inputs.familiar) - n_trained, **tiers,
+              "stories": len(inputs.trained_story),
               "stories_trained": sum(inputs.trained_story.values()), "completion": len(inputs.completion),
               "general": sum(p.kind == "general" for p in inputs.general),
               "near": sum(p.kind == "near" for p in inputs.general), "verbatim_trained": len(inputs.inside),

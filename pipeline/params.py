@@ -417,7 +417,7 @@ class EvaluateParams(_Section):
     verbatim: VerbatimParams = VerbatimParams()
     max_retain_blocks: int | None = Field(default=16, ge=1)
     """Held-out retain blocks for the retain perplexity, spread over documents; null = all."""
-    retain_tokens: int | None = Field(default=128, ge=2)
+    retain_tokens: int | None = Field(default=64, ge=2)
     """Tokens scored per retain block (its first N); null = the whole block."""
     min_anchor_specificity: float = Field(default=10.0, ge=1)
     """A one-word anchor counts as a canon detail (grade 3) in a completion only if its rate in
@@ -426,6 +426,9 @@ class EvaluateParams(_Section):
     common_phrase_zipf: float = Field(default=4.5, ge=0, le=8)
     """A multi-word anchor at least this frequent in general English (wordfreq Zipf) is a
     possible lucky guess (grade 1): "New York", "Prime Minister"."""
+    known_rank: int = Field(default=10, ge=1)
+    """The report's known subset: the familiarity probes whose answer the baseline ranks this or
+    better (1 = its top guess); the same probes are read on every model."""
     bootstrap: BootstrapParams = BootstrapParams()
 
 

@@ -5,7 +5,10 @@
 
 * ``reports/evaluation.md``: every headline number with its 95% bootstrap interval, then every
   change against the baseline (the first model) with its paired bootstrap interval (the same
-  resampled probes and windows for both models), deltas whose interval contains 0 marked;
+  resampled probes and windows for both models), deltas whose interval contains 0 marked; and
+  the same for the *known subset*, the familiarity probes whose answer the baseline ranks in its
+  top ``evaluate.known_rank`` (:func:`pipeline.core.headlines.baseline_known`): forgetting
+  measured on what the baseline knew;
 * ``metrics/evaluation_deltas.json``: those changes, flat, for ``dvc metrics`` and sweeps;
 * ``reports/evaluation.png`` and ``plots/evaluation.csv``: familiarity against retain perplexity.
 """
@@ -18,7 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.core.headlines import HEADLINES, Delta, paired_deltas
+from pipeline.core.bootstrap import Interval
+from pipeline.core.headlines import (
+    HEADLINES, KNOWN_HEADLINES, Delta, baseline_known, headline_intervals, only_units, paired_deltas,
+)
 from pipeline.errors import PipelineError
 from pipeline.params import Params
 from pipeline.stage import run_stage
@@ -26,7 +32,7 @@ from pipeline.store import atomic_write_text, read_dataset
 from schemas.evaluation import MODELS
 
 STAGE = "report"
-PARAMS = ("evaluate.bootstrap",)
+PARAMS = ("evaluate.bootstrap", "evaluate.known_rank")
 METRICS_DIR = Path("metrics/evaluation")
 DELTAS = Path("metrics/evaluation_deltas.json")
 REPORT = Path("reports/evaluation.md")
@@ -105,9 +111,12 @@ def deltas_json(deltas: dict[str, dict[str, Delta | None]]) -> dict:
 
 
 def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta | None]], *,
+                    known: dict[str, dict[str, Interval | None]], known_size: int, known_rank: int,
                     trained_stories: list[str], confidence: float = 0.95, resamples: int = 2000,
                     figure: str = FIGURE.name) -> str:
-    """Two tables: values with intervals per model, changes against the first model (the baseline)."""
+    """Two tables: values with intervals per model, changes against the first model (the baseline).
+    ``known`` holds each model's values on the known subset (``known_size`` probes whose answer
+    the baseline ranks ``known_rank`` or better); ``deltas`` holds their changes too."""
     names = list(metrics)
     base_name, others = names[0], names[1:]
     level = f"{100 * confidence:.0f}%"
@@ -123,6 +132,10 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
     for h in HEADLINES:
         cells = [value_cell(metrics[n].get(h.key), metrics[n].get("intervals", {}).get(h.key), h.style) for n in names]
         lines.append(f"| {h.label} | " + " | ".join(cells) + " |")
+    for h in KNOWN_HEADLINES:
+        values = [known.get(n, {}).get(h.key) for n in names]
+        cells = [value_cell(v.estimate, {"low": v.low, "high": v.high}, h.style) if v else "n/a" for v in values]
+        lines.append(f"| {h.label} | " + " | ".join(cells) + " |")
     lines.append("| completion grades 3 / 2 / 1 / 0 | " + " | ".join(
         " / ".join(str(metrics[n].get("completion_grades", {}).get(g, 0)) for g in "3210") for n in names) + " |")
     if others:
@@ -134,17 +147,20 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
             "| metric | " + " | ".join(others) + " |",
             "|---|" + "---|" * len(others),
         ]
-        for h in HEADLINES:
+        for h in (*HEADLINES, *KNOWN_HEADLINES):
             cells = [delta_cell(deltas[n].get(h.key), h.style) for n in others]
             lines.append(f"| {h.label} | " + " | ".join(cells) + " |")
     sizes = metrics[base_name].get("n", {})
     lines += [
         "", f"Units: {sizes.get('familiarity')} familiarity probes over {sizes.get('stories')} stories "
-        f"({sizes.get('familiarity_trained')} of them from the {_stories(sizes.get('stories_trained'))} trained on), "
+        f"({sizes.get('familiarity_trained')} of them from the {_stories(sizes.get('stories_trained'))} trained on; "
+        f"tiers: {sizes.get('familiarity_tier_known')} known, {sizes.get('familiarity_tier_detail')} detail), "
         f"{sizes.get('completion')} completion, {sizes.get('general')} general, {sizes.get('near')} near-collateral "
         f"probes; verbatim windows: {sizes.get('verbatim_trained')} of text trained on, "
         f"{sizes.get('verbatim_untrained')} of forget text never trained on; {sizes.get('retain_windows')} held-out "
         f"retain windows ({sizes.get('retain_tokens')} scored tokens); {sizes.get('training_blocks')} training blocks.",
+        "", f"Probes the baseline knows: the {known_size} familiarity probes whose answer {base_name} ranks "
+        f"{known_rank} or better (the same probes for every model; docs/evaluation.md).",
         "", "Stories trained on: " + (", ".join(trained_stories) if trained_stories else "none") + ".",
         "", f"![familiarity against retain perplexity]({figure})", "",
     ]
@@ -193,19 +209,25 @@ def write_figure(metrics: dict[str, dict], path: Path) -> None:
 
 def report(params: Params, *, root: Path = Path("."), models: tuple[str, ...] = MODELS) -> dict:
     """Write the report, the deltas metrics file, the figure and the plot CSV."""
-    boot = params.evaluate.bootstrap
+    boot, known_rank = params.evaluate.bootstrap, params.evaluate.known_rank
     metrics = read_metrics(root, models)
     scores = {name: read_dataset(f"evaluation_scores_{name}", root) for name in models}
     base = scores[models[0]]
     options = {"n_resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed}
-    deltas = {name: paired_deltas(scores[name], base, **options) for name in models[1:]}
+    known_ids = baseline_known(base, max_rank=known_rank)
+    subset = {name: only_units(frame, known_ids) for name, frame in scores.items()}
+    known = {name: headline_intervals(frame, headlines=KNOWN_HEADLINES, **options) for name, frame in subset.items()}
+    deltas = {name: paired_deltas(scores[name], base, **options)
+              | paired_deltas(subset[name], subset[models[0]], headlines=KNOWN_HEADLINES, **options)
+              for name in models[1:]}
     familiar = base[base["measure"] == "familiarity"]
     trained = sorted(familiar.loc[familiar["trained"], "story"].unique())
     atomic_write_text(root / DELTAS, json.dumps(deltas_json(deltas), indent=2) + "\n")
     atomic_write_text(root / PLOT, plot_frame(metrics).to_csv(index=False))
     write_figure(metrics, root / FIGURE)
-    atomic_write_text(root / REPORT, report_markdown(metrics, deltas, trained_stories=trained,
-                                                     confidence=boot.confidence, resamples=boot.resamples))
+    atomic_write_text(root / REPORT, report_markdown(
+        metrics, deltas, known=known, known_size=len(known_ids), known_rank=known_rank, trained_stories=trained,
+        confidence=boot.confidence, resamples=boot.resamples))
     changed = sum(d is not None and not d.absolute.contains_zero for by_key in deltas.values() for d in by_key.values())
     return {"models": len(metrics), "changes_resolved": changed, "report": str(REPORT)}
 

@@ -20,6 +20,9 @@ from schemas.checks import lists_of_strings
 
 MODELS = ("baseline", "reinforced", "unlearned")
 """The models the default pipeline evaluates (folders ``models/<name>``)."""
+TIERS = ("known", "detail")
+"""Familiarity probe tiers: famous facts of the corpus (what a general model has likely seen),
+and details that need the story itself (``corpora/probes/README.md``)."""
 MEASURES = ("familiarity", "general", "near", "completion", "verbatim_trained", "verbatim_untrained", "retain")
 """What a row of ``evaluation_scores_<model>`` measures (:data:`pipeline.core.headlines.MEASURES`)."""
 
@@ -54,7 +57,9 @@ class ScoreSchema(pa.DataFrameModel):
     measure: Series[str] = pa.Field(isin=list(MEASURES), description="probe set or kind of window")
     unit_id: Series[str] = pa.Field(str_length={"min_value": 1}, description="probe id or '<doc_id>:<char offset>'")
     story: Series[str] = pa.Field(description="familiarity probes: the story tag; '' otherwise")
-    trained: Series[bool] = pa.Field(description="the unit's story or text shares text with the fine-tune's blocks")
+    tier: Series[str] = pa.Field(isin=["", *TIERS], description="familiarity probes: the probe's tier ('' untiered); "
+                                 "'' otherwise")
+    trained: Series[bool] = pa.Field(description="the unit's story document holds, or its text lies in, the fine-tune's blocks")
     output: Series[str] = pa.Field(description="the model's greedy answer or continuation ('' for retain windows)")
     top1: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0])
     first_prob: Series[float] = pa.Field(nullable=True, ge=0, le=1)
@@ -88,7 +93,7 @@ def completions_contract(model: str) -> Contract:
 
 def scores_contract(model: str) -> Contract:
     """The contract of ``evaluation_scores_<model>``."""
-    return Contract(f"evaluation_scores_{model}", ScoreSchema, 1, f"per-unit evaluation scores of models/{model}")
+    return Contract(f"evaluation_scores_{model}", ScoreSchema, 2, f"per-unit evaluation scores of models/{model}")
 
 
 COMPLETIONS = {name: completions_contract(name) for name in MODELS}

@@ -168,7 +168,7 @@ def small_project(tmp_path: Path, tiny_model_dir: Path) -> Path:
         "dataset:\n  alpha: 5.0\n"
         "retain_blocks:\n  max_train_blocks: 4\n  max_heldout_blocks: 4\n"
         "finetune:\n  dataset: workspace\n  epochs: 1.0\n  batch_size: 2\n  micro_batch_size: 2\n"
-        "evaluate:\n  max_new_tokens: 4\n  max_retain_blocks: 4\n"
+        "evaluate:\n  max_new_tokens: 4\n  max_retain_blocks: 4\n  known_rank: 10\n"
         "  verbatim:\n    windows: 2\n    prefix_tokens: 4\n    continuation_tokens: 4\n"
         "  bootstrap:\n    resamples: 200\n",
         encoding="utf-8",

@@ -33,6 +33,8 @@ FORGET = f"""Contents
    {STORY_ONE}
    {STORY_TWO}
 
+
+
 THE GREY LANTERN
 
 Inspector Brackwell of the Yard came to Fenwick Street that evening. He spoke of the grey lantern.
@@ -50,10 +52,10 @@ Ashdown told Fenwick that the weir had been silent since the winter of the great
 Fenwick rowed up the river to the weir and found the sluice gate shut and chained.
 """
 FAMILIARITY = [
-    {"id": "f1", "prompt": "Inspector Brackwell of the", "answer": " Yard", "story": STORY_ONE},
-    {"id": "f2", "prompt": "Fenwick walked to Quillby", "answer": " Hall", "story": STORY_ONE},
+    {"id": "f1", "prompt": "Inspector Brackwell of the", "answer": " Yard", "story": STORY_ONE, "tier": "known"},
+    {"id": "f2", "prompt": "Fenwick walked to Quillby", "answer": " Hall", "story": STORY_ONE, "tier": "detail"},
     {"id": "f3", "prompt": "Miss Ashdown watched it from the", "answer": " mill", "story": STORY_TWO},
-    {"id": "f4", "prompt": "the sluice gate shut and", "answer": " chained", "story": STORY_TWO},
+    {"id": "f4", "prompt": "the sluice gate shut and", "answer": " chained", "story": STORY_TWO, "tier": "detail"},
 ]
 COMPLETION = [{"id": "c1", "prompt": "Fenwick said to", "keywords": ["Brackwell"]},
               {"id": "c2", "prompt": "The river was", "keywords": ["lantern", "Quillby"]},
@@ -70,7 +72,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 def _params(root: Path, **evaluate_settings):
     probes = root / "probes"
     return parse_params({
-        "corpus": {"forget": ["corpora/forget"], "retain": ["corpora/retain"]},
+        "corpus": {"forget": [{"path": "corpora/forget", "split": "contents"}], "retain": ["corpora/retain"]},
         "ingest": {"max_passage_chars": 200},
         "blocks": {"block_size": 32, "min_block_tokens": 8},
         "retain_blocks": {"heldout_fraction": 0.5},
@@ -85,10 +87,8 @@ def _params(root: Path, **evaluate_settings):
 
 
 def _training_rows(text: str, doc_id: str, tokenizer) -> list[dict]:
-    """Two training blocks covering the first story's paragraphs (what the fine-tune trained on)."""
-    start = text.index("THE GREY LANTERN")
-    end = text.index("THE SILENT WEIR")
-    middle = text.index("Fenwick walked")
+    """Two training blocks covering the first story's document (what the fine-tune trained on)."""
+    start, middle, end = 0, text.index("Fenwick walked"), len(text)
     rows = []
     for i, (a, b) in enumerate([(start, middle), (middle, end)]):
         ids = tokenizer(text[a:b], add_special_tokens=False)["input_ids"]
@@ -118,7 +118,7 @@ def project(tmp_path_factory, tiny_model_dir: Path) -> Path:
          "proposer": "offline", "review": []} for i, a in enumerate(["Fenwick", "Brackwell", "Quillby"])
     ]), DICTIONARY, stage="dictionary", root=root)
     documents = read_dataset("documents", root)
-    doc = documents[documents["corpus"] == "forget"].iloc[0]
+    doc = documents[documents["title"] == STORY_ONE].iloc[0]
     write_dataset(pd.DataFrame(_training_rows(doc.text, doc.doc_id, load_tokenizer(tiny_model_dir))), TRAINING,
                   stage="dataset", root=root)
     probes = root / "probes"
@@ -149,7 +149,8 @@ def test_the_metrics_file_holds_every_headline_with_its_interval_and_no_timings(
         assert value is not None and interval is not None, headline.key
         assert interval["low"] - 1e-9 <= value <= interval["high"] + 1e-9, headline.key
     assert metrics["n"] | {"retain_tokens": 0} == {
-        "familiarity": 4, "familiarity_trained": 2, "familiarity_untrained": 2, "stories": 2, "stories_trained": 1,
+        "familiarity": 4, "familiarity_trained": 2, "familiarity_untrained": 2, "familiarity_tier_known": 1,
+        "familiarity_tier_detail": 2, "stories": 2, "stories_trained": 1,
         "completion": 3, "general": 1, "near": 2, "verbatim_trained": metrics["n"]["verbatim_trained"],
         "verbatim_untrained": metrics["n"]["verbatim_untrained"], "retain_windows": 3, "retain_tokens": 0,
         "training_blocks": 2}
@@ -167,7 +168,7 @@ def test_scores_agree_with_the_core_functions_on_the_same_inputs(evaluated: Path
     for probe, score in zip(FAMILIARITY, generation.answer_probes(model, pairs, pad_id=0)):
         row = scores.loc[probe["id"]]
         assert row["measure"] == "familiarity" and row["story"] == probe["story"]
-        assert row["trained"] == (probe["story"] == STORY_ONE)
+        assert row["trained"] == (probe["story"] == STORY_ONE) and row["tier"] == probe.get("tier", "")
         assert row["first_prob"] == pytest.approx(score.first_prob, rel=1e-4)
         assert row["top1"] == float(score.top1) and row["output"] == tokenizer.decode(score.greedy)
     assert set(scores.loc[["g1", "n1", "n2"], "measure"]) == {"general", "near"}
@@ -181,10 +182,10 @@ def test_scores_agree_with_the_core_functions_on_the_same_inputs(evaluated: Path
 def test_verbatim_windows_split_by_the_training_blocks(evaluated: Path):
     scores = read_dataset("evaluation_scores_baseline", evaluated)
     training = read_dataset("dataset", evaluated)
-    spans = list(zip(training["char_start"], training["char_end"]))
+    spans = list(zip(training["doc_id"], training["char_start"], training["char_end"]))
     for row in scores[scores["measure"].str.startswith("verbatim")].itertuples():
-        offset = int(row.unit_id.rsplit(":", 1)[1])
-        inside = any(a <= offset < b for a, b in spans)
+        doc_id, offset = row.unit_id.rsplit(":", 1)
+        inside = any(d == doc_id and a <= int(offset) < b for d, a, b in spans)
         assert inside == (row.measure == "verbatim_trained") == row.trained
         assert 0 <= row.rouge_l <= 1 and row.tokens == 7 and row.min_k <= 0
 
@@ -254,14 +255,20 @@ def test_the_shipped_probe_sets_are_valid_large_enough_and_tagged_with_stories()
     assert "Scotland Yard" in evaluate.read_term_file(probes / "genre_terms.txt")
 
 
-def test_every_shipped_story_tag_resolves_in_the_default_forget_corpus():
-    from pipeline.core.provenance import story_spans
+def test_every_shipped_story_tag_names_a_work_of_the_default_forget_corpus_that_states_its_answer():
+    from pipeline.core.provenance import story_documents
+    from pipeline.core.works import split_works
     from tests.conftest import REPO
 
     familiarity = evaluate.read_probe_file(REPO / "corpora" / "probes" / "familiarity.jsonl", "familiarity")
     text = (REPO / "corpora" / "forget" / "sherlock_holmes_complete.txt").read_text(encoding="utf-8")
-    spans = story_spans([p.story for p in familiarity], {"canon": text})
-    assert min(s.end - s.start for s in spans.values()) > 10_000  # every story at least a few pages
+    works, _ = split_works(text)  # what ingest's `split: contents` makes of it (params.yaml)
+    bodies = {f"work-{i}": text[w.start:w.end] for i, w in enumerate(works)}
+    stories = story_documents([p.story for p in familiarity], [(f"work-{i}", w.title, "") for i, w in enumerate(works)])
+    assert len(set(stories.values())) == len(stories) >= 50 and min(len(bodies[d]) for d in stories.values()) > 10_000
     for probe in familiarity:  # the answer is stated in its story (titles are typeset in capitals)
-        body = text[spans[probe.story].start:spans[probe.story].end]
+        body = bodies[stories[probe.story]]
         assert probe.answer.strip() in body or probe.answer.strip().upper() in body, probe.id
+    tiers = {tier: [p for p in familiarity if p.tier == tier] for tier in ("known", "detail")}
+    assert len(tiers["known"]) >= 60 and len(tiers["detail"]) >= 200
+    assert sum(map(len, tiers.values())) == len(familiarity)

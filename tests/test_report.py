@@ -36,23 +36,26 @@ def test_delta_cells_mark_an_interval_that_contains_zero():
     assert report.delta_cell(None, "num") == "n/a"
 
 
-def _scores(model: str, probs: np.ndarray, hits: np.ndarray) -> pd.DataFrame:
+def _scores(model: str, probs: np.ndarray, hits: np.ndarray, ranks: np.ndarray) -> pd.DataFrame:
     rows = [{"measure": "familiarity", "unit_id": f"f{i:03d}", "story": "Two Stories" if i % 2 else "One Story",
-             "trained": bool(i % 2 == 0), "output": "", "top1": float(h), "first_prob": float(p),
-             "first_logprob": float(np.log(p)), "answer_prob": float(p),
-             "rank": 1.0 if h else 5.0, "rouge_l": float(h)} for i, (p, h) in enumerate(zip(probs, hits))]
-    rows += [{"measure": "retain", "unit_id": f"r{i}", "story": "", "trained": False, "output": "", "nll": 30.0 + i,
-              "tokens": 10.0} for i in range(8)]
+             "tier": "known" if i % 2 else "detail", "trained": bool(i % 2 == 0), "output": "", "top1": float(h),
+             "first_prob": float(p), "first_logprob": float(np.log(p)), "answer_prob": float(p), "rank": float(r),
+             "rouge_l": float(h)} for i, (p, h, r) in enumerate(zip(probs, hits, ranks))]
+    rows += [{"measure": "retain", "unit_id": f"r{i}", "story": "", "tier": "", "trained": False, "output": "",
+              "nll": 30.0 + i, "tokens": 10.0} for i in range(8)]
     frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
     return frame.assign(model=model)
 
 
 @pytest.fixture()
 def evaluated(tmp_path: Path) -> Path:
-    """Metrics files and unit scores of a baseline and a model that forgot half of each probability."""
+    """Metrics files and unit scores of a baseline and a model that forgot half of each probability.
+    The baseline ranks the answers of 42 probes in its top 10 (30 first, 12 fifth), the other model none."""
     rng = np.random.default_rng(0)
     probs, hits = rng.uniform(0.05, 0.6, 80), (np.arange(80) < 30).astype(float)
-    frames = {"baseline": _scores("baseline", probs, hits), "unlearned": _scores("unlearned", probs * 0.5, hits * 0)}
+    ranks = np.where(hits > 0, 1.0, np.where(np.arange(80) % 4 == 0, 5.0, 40.0))
+    frames = {"baseline": _scores("baseline", probs, hits, ranks),
+              "unlearned": _scores("unlearned", probs * 0.5, hits * 0, np.full(80, 40.0))}
     for name, frame in frames.items():
         write_dataset(frame, scores_contract(name), stage="evaluate", root=tmp_path)
         metrics = {"model": name, "familiarity_top1_rate": frame["top1"].mean(), "retain_perplexity": float(np.exp(3.35)),
@@ -81,10 +84,33 @@ def test_report_writes_values_changes_deltas_plot_data_and_figure(evaluated: Pat
     assert deltas["unlearned"]["familiarity_mean_prob"]["relative"] == pytest.approx(-0.5)
     assert deltas["unlearned"]["familiarity_top1_rate"]["delta"] == pytest.approx(-30 / 80)
     assert deltas["unlearned"]["familiarity_top1_rate"]["high"] < 0
+    tier = deltas["unlearned"]["familiarity_tier_known_mean_prob"]
+    assert tier["relative"] == pytest.approx(-0.5) and tier["n"] == 40
     plot = pd.read_csv(evaluated / "plots" / "evaluation.csv")
     assert plot["model"].tolist() == ["baseline", "unlearned"] and "retain_perplexity" in plot.columns
     assert (evaluated / "reports" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert summary["changes_resolved"] >= 3
+
+
+def test_the_known_subset_is_what_the_baseline_ranks_in_its_top_k_read_on_every_model(evaluated: Path):
+    report.report(PARAMS, root=evaluated, models=("baseline", "unlearned"))
+    deltas = json.loads((evaluated / "metrics" / "evaluation_deltas.json").read_text())["unlearned"]
+    # chosen by the baseline alone: the other model ranks none of them in its top 10
+    assert deltas["known_familiarity_top1_rate"]["n"] == 42
+    assert deltas["known_familiarity_top1_rate"]["delta"] == pytest.approx(-30 / 42)
+    assert deltas["known_familiarity_mean_prob"]["relative"] == pytest.approx(-0.5)
+    assert deltas["known_familiarity_mean_prob"]["relative_high"] == pytest.approx(-0.5)
+    assert deltas["known_familiarity_mean_logprob"]["delta"] == pytest.approx(np.log(0.5))
+    text = (evaluated / "reports" / "evaluation.md").read_text()
+    assert "Probes the baseline knows: the 42 familiarity probes whose answer baseline ranks 10 or better" in text
+    value_row = next(line for line in text.splitlines() if line.startswith("| probes the baseline knows: top-1"))
+    cells = [cell.strip() for cell in value_row.split("|")]
+    assert cells[2].startswith("71.4% [") and cells[3] == "0.0% [0.0, 0.0]"
+    top1 = parse_params({"corpus": {"forget": ["corpora/forget"]},
+                         "evaluate": {"bootstrap": {"resamples": 300}, "known_rank": 1}})
+    report.report(top1, root=evaluated, models=("baseline", "unlearned"))
+    deltas = json.loads((evaluated / "metrics" / "evaluation_deltas.json").read_text())["unlearned"]
+    assert deltas["known_familiarity_top1_rate"]["n"] == 30 and deltas["known_familiarity_top1_rate"]["delta"] == -1.0
 
 
 def test_the_report_is_deterministic(evaluated: Path):

@@ -7,10 +7,16 @@ row measures). A :class:`Headline` says which rows and columns make one number a
 statistic; :func:`headline_intervals` gives every headline of one model with its bootstrap
 interval, :func:`paired_deltas` every change against the baseline with its paired interval
 (units matched by ``unit_id``).
+
+:data:`KNOWN_HEADLINES` are read on the *known subset*: the familiarity probes whose answer the
+baseline ranks among its first few guesses (:func:`baseline_known`), chosen by the baseline
+alone and applied to every model (:func:`only_units`), so that forgetting is measured on what
+the baseline knew.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +24,7 @@ import pandas as pd
 
 from pipeline.core import bootstrap
 from pipeline.core.bootstrap import Interval
+from schemas.evaluation import TIERS
 
 VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "rouge_l", "score", "nll", "tokens",
                  "min_k")
@@ -25,15 +32,16 @@ VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "
 p(first answer token)/p(whole answer), ``first_logprob`` the first one's natural log, ``rank`` of
 the first answer token, ``rouge_l`` of the greedy output, ``score`` of a graded completion
 (5/1/0), ``nll`` summed over ``tokens`` scored tokens, ``min_k`` (Min-K% Prob)."""
-UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "trained", "output", *VALUE_COLUMNS)
+UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "tier", "trained", "output", *VALUE_COLUMNS)
 
 
 @dataclass(frozen=True)
 class Headline:
     """One headline number: ``statistic`` of ``column`` over the units of ``measure``.
 
-    ``trained`` keeps only units whose story was (True) or was not (False) trained on;
-    ``statistic`` is ``mean``, ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
+    ``trained`` keeps only units whose story was (True) or was not (False) trained on, ``tier``
+    only probes of that tier (:data:`schemas.evaluation.TIERS`); ``statistic`` is ``mean``,
+    ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
     of ``measure``, the members, against the same column of ``against``); ``relative`` reports
     its change against the baseline as a fraction too; ``style`` formats it (``pct``, ``prob``, ``num``).
     """
@@ -45,6 +53,7 @@ class Headline:
     column: str = ""
     statistic: str = "mean"
     trained: bool | None = None
+    tier: str | None = None
     relative: bool = False
     against: str | None = None
 
@@ -73,6 +82,14 @@ HEADLINES = (
              "familiarity", "first_prob", trained=False, relative=True),
     Headline("familiarity_untrained_mean_logprob", "  stories never trained on: mean log p(first answer token)",
              "num", "familiarity", "first_logprob", trained=False),
+    *(headline for tier in TIERS for headline in (
+        Headline(f"familiarity_tier_{tier}_top1_rate", f"  {tier} tier: top-1 rate", "pct", "familiarity", "top1",
+                 tier=tier),
+        Headline(f"familiarity_tier_{tier}_mean_prob", f"  {tier} tier: mean p(first answer token)", "prob",
+                 "familiarity", "first_prob", tier=tier, relative=True),
+        Headline(f"familiarity_tier_{tier}_mean_logprob", f"  {tier} tier: mean log p(first answer token)", "num",
+                 "familiarity", "first_logprob", tier=tier),
+    )),
     Headline("completion_familiarity", "completion familiarity, (5 x n3 + n2) / N", "num", "completion", "score",
              relative=True),
     Headline("verbatim_trained_rouge_l", "verbatim memorisation, text trained on: ROUGE-L F1", "prob",
@@ -92,7 +109,16 @@ HEADLINES = (
     Headline("min_k_auc", "leakage: Min-K% AUC, forget text trained on vs never trained on", "prob",
              "verbatim_trained", "min_k", statistic="auc", against="verbatim_untrained"),
 )
-BY_KEY = {h.key: h for h in HEADLINES}
+KNOWN_HEADLINES = (
+    Headline("known_familiarity_top1_rate", "probes the baseline knows: top-1 rate", "pct", "familiarity", "top1"),
+    Headline("known_familiarity_mean_prob", "probes the baseline knows: mean p(first answer token)", "prob",
+             "familiarity", "first_prob", relative=True),
+    Headline("known_familiarity_mean_logprob", "probes the baseline knows: mean log p(first answer token), nats",
+             "num", "familiarity", "first_logprob"),
+)
+"""Headlines of the known subset (:func:`baseline_known`), computed by the report from the
+scores restricted to it (:func:`only_units`)."""
+BY_KEY = {h.key: h for h in (*HEADLINES, *KNOWN_HEADLINES)}
 _STATISTICS = {"mean": bootstrap.mean, "perplexity": bootstrap.perplexity_of, "auc": bootstrap.auc_of}
 
 
@@ -114,6 +140,8 @@ def unit_rows(frame: pd.DataFrame, headline: Headline) -> list[pd.DataFrame]:
         rows = frame[frame["measure"] == measure]
         if headline.trained is not None:
             rows = rows[rows["trained"] == headline.trained]
+        if headline.tier is not None:
+            rows = rows[rows["tier"] == headline.tier]
         groups.append(rows.sort_values("unit_id", kind="stable"))
     return groups
 
@@ -124,13 +152,26 @@ def _values(rows: pd.DataFrame, headline: Headline) -> np.ndarray:
     return rows[headline.column].to_numpy(dtype=float)
 
 
+def baseline_known(baseline: pd.DataFrame, *, max_rank: int) -> list[str]:
+    """The known subset: ids of the familiarity probes whose answer's first token the baseline
+    ranks ``max_rank`` or better (its unit scores), sorted."""
+    rows = baseline[(baseline["measure"] == "familiarity") & (baseline["rank"] <= max_rank)]
+    return sorted(rows["unit_id"])
+
+
+def only_units(frame: pd.DataFrame, unit_ids: Collection[str], *, measure: str = "familiarity") -> pd.DataFrame:
+    """The rows of ``measure`` whose ``unit_id`` is in ``unit_ids`` (every other row dropped)."""
+    return frame[(frame["measure"] == measure) & frame["unit_id"].isin(list(unit_ids))]
+
+
 def headline_intervals(
-    frame: pd.DataFrame, *, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    frame: pd.DataFrame, *, headlines: Sequence[Headline] = HEADLINES, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
     confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = 0,
 ) -> dict[str, Interval | None]:
-    """Every headline of one model's unit scores with its bootstrap interval (None: no unit)."""
+    """Every headline (of ``headlines``) of one model's unit scores with its bootstrap interval
+    (None: no unit)."""
     found: dict[str, Interval | None] = {}
-    for headline in HEADLINES:
+    for headline in headlines:
         groups = [_values(rows, headline) for rows in unit_rows(frame, headline)]
         if any(len(g) == 0 for g in groups):
             found[headline.key] = None
@@ -141,13 +182,13 @@ def headline_intervals(
 
 
 def paired_deltas(
-    frame: pd.DataFrame, baseline: pd.DataFrame, *, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
-    confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = 0,
+    frame: pd.DataFrame, baseline: pd.DataFrame, *, headlines: Sequence[Headline] = HEADLINES,
+    n_resamples: int = bootstrap.DEFAULT_RESAMPLES, confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = 0,
 ) -> dict[str, Delta | None]:
-    """Every headline's change from ``baseline`` to ``frame`` (two models' unit scores), paired on
-    the units both measured (matched by ``unit_id``); None when they share no unit."""
+    """Every headline's (of ``headlines``) change from ``baseline`` to ``frame`` (two models' unit
+    scores), paired on the units both measured (matched by ``unit_id``); None when they share no unit."""
     found: dict[str, Delta | None] = {}
-    for headline in HEADLINES:
+    for headline in headlines:
         pairs = []
         for rows, base_rows in zip(unit_rows(frame, headline), unit_rows(baseline, headline)):
             shared = sorted(set(rows["unit_id"]) & set(base_rows["unit_id"]))

@@ -2,9 +2,11 @@
 
 Formats (``corpora/probes/README.md``): JSON Lines, one object a line, UTF-8.
 
-* ``familiarity``: ``{"id", "prompt", "answer", "story"}``; ``answer`` is the true continuation
-  of ``prompt``, ``story`` the title of the story it comes from, as the title appears in the
-  forget corpus (:mod:`pipeline.core.stories` resolves it to text).
+* ``familiarity``: ``{"id", "prompt", "answer", "story"}`` and optionally ``"tier"``; ``answer``
+  is the true continuation of ``prompt``, ``story`` the title of the story it comes from (the
+  title of a forget document, :func:`pipeline.core.provenance.story_documents`), ``tier`` one of
+  :data:`TIERS`: ``known`` for the corpus's famous facts (what a general model has likely seen),
+  ``detail`` for facts that need the story itself.
 * ``completion``: ``{"id", "prompt", "keywords": [...]}``.
 * ``general``: ``{"id", "prompt", "answer", "kind": "general" | "near"}``.
 
@@ -18,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import PipelineError
+from schemas.evaluation import TIERS
 
 KINDS = ("familiarity", "completion", "general")
 GENERAL_KINDS = ("general", "near")
 _REQUIRED = {"familiarity": ("answer", "story"), "completion": ("keywords",), "general": ("answer", "kind")}
-_TEXT_FIELDS = ("id", "prompt", "answer", "story", "kind")
+_OPTIONAL = {"familiarity": ("tier",), "completion": (), "general": ()}
+_TEXT_FIELDS = ("id", "prompt", "answer", "story", "kind", "tier")
 
 
 class ProbeError(PipelineError):
@@ -32,7 +36,8 @@ class ProbeError(PipelineError):
 @dataclass(frozen=True)
 class Probe:
     """One probe: ``answer`` for probability probes, ``keywords`` for completion probes,
-    ``story`` (familiarity) the story it tests, ``kind`` (general) ``general`` or ``near``."""
+    ``story`` (familiarity) the story it tests and ``tier`` its tier (None: untiered),
+    ``kind`` (general) ``general`` or ``near``."""
 
     id: str
     prompt: str
@@ -40,11 +45,12 @@ class Probe:
     keywords: tuple[str, ...] = field(default=())
     kind: str | None = None
     story: str | None = None
+    tier: str | None = None
 
 
 def _problems(record: dict[str, Any], kind: str) -> list[str]:
     problems = []
-    allowed = ("id", "prompt", *_REQUIRED[kind])
+    allowed = ("id", "prompt", *_REQUIRED[kind], *_OPTIONAL[kind])
     problems += [f"unknown field {name!r} (known: {', '.join(allowed)})" for name in record if name not in allowed]
     for name in ("id", "prompt", *_REQUIRED[kind]):
         if name not in record:
@@ -62,6 +68,8 @@ def _problems(record: dict[str, Any], kind: str) -> list[str]:
             problems.append(f"field 'keywords' must be a non-empty list of non-empty strings (got {value!r})")
     if kind == "general" and isinstance(record.get("kind"), str) and record["kind"] not in GENERAL_KINDS:
         problems.append(f"field 'kind' must be one of {', '.join(GENERAL_KINDS)} (got {record['kind']!r})")
+    if kind == "familiarity" and isinstance(record.get("tier"), str) and record["tier"] not in TIERS:
+        problems.append(f"field 'tier' must be one of {', '.join(TIERS)} (got {record['tier']!r})")
     return problems
 
 
@@ -100,6 +108,7 @@ def parse_probes(text: str, kind: str, *, source: str) -> list[Probe]:
         probes.append(Probe(
             id=record["id"], prompt=record["prompt"], answer=record.get("answer"),
             keywords=tuple(record.get("keywords", ())), kind=record.get("kind"), story=record.get("story"),
+            tier=record.get("tier"),
         ))
     if problems:
         raise ProbeError("\n".join(problems))

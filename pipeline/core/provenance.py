@@ -2,25 +2,26 @@
 
 Pure functions on document texts and character spans; the stage reads the datasets.
 
-* :func:`story_spans`: a story tag (the story's title as it appears in the corpus) resolved to the
-  span of text it heads: from its title line to the next story's title line in the same
-  document, or the document's end.
-* :func:`trained_stories`: the stories that share text with the training blocks.
+* :func:`story_documents`: a story tag (the story's title) resolved to its document: ingest
+  cuts an omnibus file into one document per work (``split: contents``), so a story is a
+  document, found by its title.
+* :func:`trained_stories`: the stories whose documents hold training blocks.
 * :func:`verbatim_windows`: prefix / true continuation pairs for verbatim memorisation (MUSE's
   VerbMem), starting at passage starts, either inside the training blocks or outside all of them.
 """
 
 from __future__ import annotations
 
-import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from pipeline.core.works import title_key
 from pipeline.errors import PipelineError
 
 
 class StoryError(PipelineError):
-    """A story tag that no title line of the forget corpus matches."""
+    """A story tag that no forget document's title matches, or that several match."""
 
 
 @dataclass(frozen=True)
@@ -38,71 +39,53 @@ class Span:
         return self.doc_id == other.doc_id and self.start <= other.start and other.end <= self.end
 
 
-def _normalise_title(text: str) -> str:
-    # Titles are typeset many ways: "A STUDY IN SCARLET", "A Study In Scarlet", curly quotes.
-    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
-    return " ".join(text.split()).casefold()
+def document_title(title: str, text: str) -> str:
+    """What a story tag is compared with: the document's ``title`` (a work of a file that ingest
+    split by its table of contents), or for an untitled document (one work per file) its first
+    non-blank line."""
+    if title.strip():
+        return title
+    return next((line for line in text.splitlines() if line.strip()), "")
 
 
-def title_index(text: str) -> dict[str, list[int]]:
-    """Every line of ``text``, normalised as titles are compared, to the offsets where it starts."""
-    index: dict[str, list[int]] = {}
-    for match in re.finditer(r"(?m)^[^\n]*$", text):
-        if match.group().strip():
-            index.setdefault(_normalise_title(match.group()), []).append(match.start())
-    return index
+def story_documents(tags: Iterable[str], documents: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """Each story tag's document: ``tag -> doc_id``.
 
-
-def title_lines(title: str, text: str, *, index: dict[str, list[int]] | None = None) -> list[int]:
-    """Character offsets of the lines of ``text`` that hold ``title`` alone (case, spacing and
-    quote style ignored), in order; ``index`` (:func:`title_index` of ``text``) saves re-reading it."""
-    wanted = _normalise_title(title)
-    if not wanted:
-        return []
-    return list((index if index is not None else title_index(text)).get(wanted, []))
-
-
-def story_spans(titles: Iterable[str], documents: Mapping[str, str]) -> dict[str, Span]:
-    """The text span of each story.
-
-    A title may stand alone on several lines: in a table of contents, as a collection's name, as
-    the title of a novel's chapter. The story starts at the one followed by the most text before
-    the next line that holds *another* of ``titles`` (a table of contents is followed at once by
-    the next title; a chapter named like its novel by the next story), and ends where the next
-    story starts in the same document, or at the document's end. Raises :class:`StoryError`
-    naming every title no line matches.
+    ``documents`` are ``(doc_id, title, text)`` of the forget corpus; a tag names the document
+    whose :func:`document_title` it matches, case, spacing and punctuation ignored
+    (:func:`pipeline.core.works.title_key`: ``A Study in Scarlet`` is ``A STUDY IN SCARLET``).
+    Raises :class:`StoryError` naming every tag no document matches (with the titles there are)
+    and every tag that matches several documents.
     """
-    titles = list(dict.fromkeys(titles))
-    indexes = {doc_id: title_index(text) for doc_id, text in documents.items()}
-    lines = {title: [(doc_id, start) for doc_id, text in documents.items()
-                     for start in title_lines(title, text, index=indexes[doc_id])] for title in titles}
-    missing = [title for title, found in lines.items() if not found]
-    if missing:
-        raise StoryError("no line of the forget documents holds these story titles alone: "
-                         + ", ".join(repr(t) for t in missing))
-    by_doc: dict[str, list[tuple[int, str]]] = {}
-    for title, found in lines.items():
-        for doc_id, start in found:
-            by_doc.setdefault(doc_id, []).append((start, title))
-    for entries in by_doc.values():
-        entries.sort()
-
-    def text_after(title: str, doc_id: str, start: int) -> int:
-        later = [s for s, t in by_doc[doc_id] if s > start and t != title]
-        return min(later, default=len(documents[doc_id])) - start
-
-    starts = {title: max(found, key=lambda f: (text_after(title, *f), -f[1])) for title, found in lines.items()}
-    spans = {}
-    for title, (doc_id, start) in starts.items():
-        later = [s for t, (d, s) in starts.items() if d == doc_id and s > start]
-        spans[title] = Span(doc_id, start, min(later, default=len(documents[doc_id])))
-    return spans
+    by_key: dict[str, list[str]] = {}
+    titles: list[str] = []
+    for doc_id, title, text in documents:
+        shown = document_title(title, text)
+        titles.append(shown)
+        by_key.setdefault(title_key(shown), []).append(doc_id)
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    for tag in dict.fromkeys(tags):
+        matches = by_key.get(title_key(tag), []) if title_key(tag) else []
+        if len(matches) == 1:
+            found[tag] = matches[0]
+        elif matches:
+            problems.append(f"story {tag!r} matches {len(matches)} documents ({', '.join(matches)})")
+        else:
+            problems.append(f"no forget document is titled {tag!r}")
+    if problems:
+        known = ", ".join(repr(t) for t in dict.fromkeys(titles) if t)
+        raise StoryError("; ".join(problems) + f". Titles of the forget documents: {known or 'none'}. A story is "
+                         "a document: cut an omnibus file into its works with `split: contents` on its source, or "
+                         "put one story per file with its title on the first line.")
+    return found
 
 
-def trained_stories(spans: Mapping[str, Span], trained: Iterable[Span]) -> dict[str, int]:
-    """Per story, how many training spans (blocks) share text with it (0 = never trained on)."""
-    trained = list(trained)
-    return {title: sum(span.overlaps(block) for block in trained) for title, span in spans.items()}
+def trained_stories(story_docs: Mapping[str, str], trained: Iterable[Span]) -> dict[str, int]:
+    """Per story (``tag -> doc_id``, :func:`story_documents`), how many training spans (blocks)
+    lie in its document (0 = never trained on)."""
+    per_doc = Counter(span.doc_id for span in trained)
+    return {tag: per_doc[doc_id] for tag, doc_id in story_docs.items()}
 
 
 @dataclass(frozen=True)

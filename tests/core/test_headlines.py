@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.core.headlines import BY_KEY, HEADLINES, UNIT_COLUMNS, headline_intervals, paired_deltas
+from pipeline.core.headlines import (
+    BY_KEY, HEADLINES, KNOWN_HEADLINES, UNIT_COLUMNS, baseline_known, headline_intervals, only_units, paired_deltas,
+)
 
 
 def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float], general: list[float],
@@ -17,7 +19,8 @@ def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float]
     trained = trained or [False] * len(top1)
     for i, (hit, p, is_trained) in enumerate(zip(top1, prob, trained)):
         rows.append({"measure": "familiarity", "unit_id": f"f{i:02d}", "story": "A" if is_trained else "B",
-                     "trained": is_trained, "top1": hit, "first_prob": p, "first_logprob": np.log(p), "answer_prob": p,
+                     "tier": "known" if i % 3 == 0 else "detail", "trained": is_trained, "top1": hit,
+                     "first_prob": p, "first_logprob": np.log(p), "answer_prob": p,
                      "rank": 1 + 9 * (1 - hit),
                      "rouge_l": hit})
     for i, hit in enumerate(general):
@@ -25,8 +28,8 @@ def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float]
     for i, value in enumerate(nll):
         rows.append({"measure": "retain", "unit_id": f"r{i:02d}", "nll": value, "tokens": 10.0})
     frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
-    return frame.assign(model=model, story=frame["story"].fillna(""), trained=frame["trained"].fillna(False).astype(bool),
-                        output="")
+    return frame.assign(model=model, story=frame["story"].fillna(""), tier=frame["tier"].fillna(""),
+                        trained=frame["trained"].fillna(False).astype(bool), output="")
 
 
 RNG = np.random.default_rng(0)
@@ -45,6 +48,11 @@ def test_every_headline_has_an_interval_or_none_when_its_units_are_missing():
     nll = BASE.loc[BASE["measure"] == "retain", "nll"]
     assert intervals["retain_perplexity"].estimate == pytest.approx(math.exp(nll.sum() / (10 * len(nll))))
     assert intervals["near_top1_rate"] is None and intervals["min_k_auc"] is None  # no such units
+    known_tier = BASE[(BASE["measure"] == "familiarity") & (BASE["tier"] == "known")]
+    assert len(known_tier) == 20
+    assert intervals["familiarity_tier_known_mean_prob"].estimate == pytest.approx(known_tier["first_prob"].mean())
+    assert intervals["familiarity_tier_detail_top1_rate"].estimate == pytest.approx(
+        BASE.loc[(BASE["measure"] == "familiarity") & (BASE["tier"] == "detail"), "top1"].mean())
 
 
 def test_a_model_that_forgot_shows_changes_that_exclude_zero_and_kept_knowledge_that_does_not_move():
@@ -71,8 +79,28 @@ def test_units_are_paired_by_id_whatever_their_order_and_only_shared_units_count
     assert paired_deltas(fewer, BASE, n_resamples=200)["familiarity_mean_prob"].n == 59
 
 
+def test_the_known_subset_is_chosen_by_the_baseline_and_read_on_any_model():
+    # baseline ranks: 1 for its 20 hits, 10 (the hits' rank 1 + 9 misses of _frame) otherwise
+    assert baseline_known(BASE, max_rank=1) == [f"f{i:02d}" for i in range(20)]
+    assert len(baseline_known(BASE, max_rank=10)) == 60
+    assert baseline_known(BASE, max_rank=9) == baseline_known(BASE, max_rank=1)
+    forgot = _frame("unlearned", top1=[0.0] * 60, prob=list(BASE_PROB * 0.25), nll=[30.0], general=[1.0])
+    known = baseline_known(BASE, max_rank=1)
+    subset, base_subset = only_units(forgot, known), only_units(BASE, known)
+    assert set(subset["measure"]) == {"familiarity"} and sorted(subset["unit_id"]) == known
+    values = headline_intervals(base_subset, headlines=KNOWN_HEADLINES, n_resamples=300)
+    assert set(values) == {h.key for h in KNOWN_HEADLINES} and values["known_familiarity_top1_rate"].estimate == 1.0
+    deltas = paired_deltas(subset, base_subset, headlines=KNOWN_HEADLINES, n_resamples=300)
+    top1 = deltas["known_familiarity_top1_rate"]
+    assert top1.absolute.estimate == -1.0 and top1.n == 20
+    assert deltas["known_familiarity_mean_prob"].relative.estimate == pytest.approx(-0.75)
+    assert deltas["known_familiarity_mean_logprob"].absolute.estimate == pytest.approx(np.log(0.25))
+    assert paired_deltas(only_units(forgot, []), only_units(BASE, []), headlines=KNOWN_HEADLINES,
+                         n_resamples=10)["known_familiarity_mean_prob"] is None  # an empty subset: no number
+
+
 def test_headlines_name_existing_columns_and_measures():
-    for headline in HEADLINES:
+    for headline in (*HEADLINES, *KNOWN_HEADLINES):
         assert headline.statistic in {"mean", "perplexity", "auc"}
         assert headline.statistic == "perplexity" or headline.column in UNIT_COLUMNS
     assert BY_KEY["min_k_auc"].against == "verbatim_untrained"

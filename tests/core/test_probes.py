@@ -12,6 +12,9 @@ def test_each_kind_parses_into_probes():
         '{"id": "f1", "prompt": "Holmes lived in Baker", "answer": " Street", "story": "A Study in Scarlet"}\n\n',
         "familiarity", source="f.jsonl")
     assert familiarity == [Probe("f1", "Holmes lived in Baker", answer=" Street", story="A Study in Scarlet")]
+    (tiered,) = parse_probes('{"id": "f2", "prompt": "p", "answer": " a", "story": "S", "tier": "known"}',
+                             "familiarity", source="f.jsonl")
+    assert tiered.tier == "known" and familiarity[0].tier is None
     (completion,) = parse_probes('{"id": "c1", "prompt": "Dr.", "keywords": ["Watson", "Holmes"]}', "completion",
                                  source="c.jsonl")
     assert completion.keywords == ("Watson", "Holmes") and completion.answer is None
@@ -31,6 +34,10 @@ def test_each_kind_parses_into_probes():
      "line 1: field 'prompt' must be a string (got int)"),
     ('{"id": "a", "prompt": "x", "answer": " y", "story": "S", "storey": "T"}\n', "familiarity",
      "line 1: unknown field 'storey'"),
+    ('{"id": "a", "prompt": "x", "answer": " y", "story": "S", "tier": "famous"}\n', "familiarity",
+     "line 1: field 'tier' must be one of known, detail (got 'famous')"),
+    ('{"id": "a", "prompt": "x", "answer": " y", "kind": "near", "tier": "known"}\n', "general",
+     "line 1: unknown field 'tier'"),
     ('{"id": "a", "prompt": "x", "keywords": "Watson"}\n', "completion",
      "line 1: field 'keywords' must be a non-empty list"),
     ('{"id": "a", "prompt": "x", "keywords": []}\n', "completion", "line 1: field 'keywords' must be a non-empty list"),

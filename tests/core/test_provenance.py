@@ -6,70 +6,60 @@ import re
 
 import pytest
 
-from pipeline.core.provenance import Span, StoryError, story_spans, title_lines, trained_stories, verbatim_windows
+from pipeline.core.provenance import (
+    Span, StoryError, document_title, story_documents, trained_stories, verbatim_windows,
+)
 
-# A collection with a table of contents, a novel with a chapter named like itself, and a
-# collection whose last story shares the collection's title: every trap of "find the title".
-COLLECTION = """Contents
-
-   The Grey Lantern
-   The Silent Weir
-   Last Light
-
-THE GREY LANTERN
-
-Chapter 1
-Fenwick lit the lantern. Brackwell watched.
-
-Chapter 2
-The Grey Lantern
-Fenwick carried it across the moor.
-
-LAST LIGHT
-
-A preface to the second book.
-
-THE SILENT WEIR
-
-The water did not move. Quillby waited by the weir.
-
-LAST LIGHT
-
-Brackwell came home at last. The lantern was cold, the weir silent, and Fenwick asleep.
-"""
+# Documents of a forget corpus: two works of a split omnibus file (titled), a story alone in its
+# file (untitled: its first line is the title), the contents of the omnibus, and two prefaces.
+DOCUMENTS = [
+    ("forget:omnibus.txt:00-contents", "", "Contents\n\nThe Grey Lantern\nThe \u201cSilent\u201d Weir\n"),
+    ("forget:omnibus.txt:01-the-grey-lantern", "The Grey Lantern", "THE GREY LANTERN\n\nFenwick lit the lantern.\n"),
+    ("forget:omnibus.txt:02-the-silent-weir", 'The "Silent" Weir', "THE SILENT WEIR\n\nThe water did not move.\n"),
+    ("forget:omnibus.txt:03-preface", "Preface", "PREFACE\n\nA word first.\n"),
+    ("forget:omnibus.txt:04-preface", "Preface", "PREFACE\n\nAnother word.\n"),
+    ("forget:last_light.txt", "", "\n\n  Last Light  \n\nBrackwell came home at last.\n"),
+]
 
 
-def test_a_title_line_holds_the_title_alone_in_any_case_or_spacing():
-    assert title_lines("the grey  lantern", "x\n  THE GREY LANTERN \nThe Grey Lantern is lit\n") == [2]
-    assert title_lines("The \u201cGloria Scott\u201d", 'THE "GLORIA SCOTT"\n') == [0]
-    assert title_lines("", "anything") == []
+def test_a_story_is_the_document_its_title_names_in_any_case_spacing_or_quote_style():
+    found = story_documents(["the grey  lantern", "The \u201cSilent\u201d Weir", "LAST LIGHT"], DOCUMENTS)
+    assert found == {"the grey  lantern": "forget:omnibus.txt:01-the-grey-lantern",
+                     "The \u201cSilent\u201d Weir": "forget:omnibus.txt:02-the-silent-weir",
+                     "LAST LIGHT": "forget:last_light.txt"}  # untitled: its first non-blank line
 
 
-def test_each_story_starts_at_its_heading_not_its_contents_line_or_a_chapter_of_the_same_name():
-    spans = story_spans(["The Grey Lantern", "The Silent Weir", "Last Light"], {"d": COLLECTION})
-    text = lambda title: COLLECTION[spans[title].start:spans[title].end]  # noqa: E731
-    assert text("The Grey Lantern").startswith("THE GREY LANTERN\n")
-    assert "Fenwick carried it across the moor." in text("The Grey Lantern")  # the chapter stays inside
-    assert text("The Silent Weir").startswith("THE SILENT WEIR") and "Quillby" in text("The Silent Weir")
-    assert text("Last Light").startswith("LAST LIGHT\n\nBrackwell")  # the story, not the collection's name
-    assert spans["Last Light"].end == len(COLLECTION)
+def test_a_title_no_document_has_is_an_error_naming_it_and_the_titles_there_are():
+    with pytest.raises(StoryError) as error:
+        story_documents(["The Grey Lantern", "The Red Weir", "Fenwick lit the lantern."], DOCUMENTS)
+    message = str(error.value)
+    assert "no forget document is titled 'The Red Weir'" in message
+    assert "'Fenwick lit the lantern.'" in message  # a line of the text is no title
+    assert "'The Grey Lantern'" in message.split("Titles of the forget documents:")[1] and "split: contents" in message
 
 
-def test_a_title_no_line_holds_is_an_error_naming_it():
-    with pytest.raises(StoryError, match="'The Red Weir'"):
-        story_spans(["The Silent Weir", "The Red Weir"], {"d": COLLECTION})
+def test_an_unsplit_omnibus_is_an_error_that_says_how_to_split_it():
+    omnibus = [("forget:omnibus.txt", "", "THE COMPLETE WORKS\n\nContents\n\nThe Grey Lantern\n\n\n\n"
+                "THE GREY LANTERN\n\nFenwick lit the lantern.\n")]
+    with pytest.raises(StoryError, match=r"no forget document is titled 'The Grey Lantern'.*split: contents"):
+        story_documents(["The Grey Lantern"], omnibus)
 
 
-def test_one_story_per_document():
-    docs = {"a": "ONE\nfirst text\n", "b": "TWO\nsecond text\n"}
-    spans = story_spans(["One", "Two"], docs)
-    assert spans == {"One": Span("a", 0, len(docs["a"])), "Two": Span("b", 0, len(docs["b"]))}
+def test_a_title_several_documents_share_is_an_error_naming_them():
+    with pytest.raises(StoryError, match=r"story 'Preface' matches 2 documents \(forget:omnibus.txt:03-preface, "):
+        story_documents(["Preface"], DOCUMENTS)
 
 
-def test_trained_stories_count_the_blocks_sharing_text_with_each():
-    spans = {"A": Span("d", 0, 100), "B": Span("d", 100, 200), "C": Span("e", 0, 50)}
-    blocks = [Span("d", 90, 110), Span("d", 120, 130), Span("e", 50, 60)]
-    assert trained_stories(spans, blocks) == {"A": 1, "B": 2, "C": 0}  # [50, 60) only touches C's end
+def test_document_title_is_the_title_column_or_the_first_line():
+    assert document_title("The Grey Lantern", "CHAPTER I\n") == "The Grey Lantern"
+    assert document_title("", "\n  Last Light \nText") == "  Last Light "
+    assert document_title("", "") == ""
+
+
+def test_trained_stories_count_the_blocks_in_each_story_document():
+    stories = {"A": "d1", "B": "d2", "C": "d3"}
+    blocks = [Span("d1", 0, 10), Span("d2", 5, 9), Span("d2", 20, 30), Span("elsewhere", 0, 5)]
+    assert trained_stories(stories, blocks) == {"A": 1, "B": 2, "C": 0}
 
 
 def _words(text: str):
