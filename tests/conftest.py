@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -339,3 +340,119 @@ def chat_server(reply: Reply) -> Iterator[tuple[str, list[dict]]]:
 
 def completion(content: str) -> tuple[int, str]:
     return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+
+# --- small hand-made novels (anchor mining, anchor_check) ---------------------------------
+
+HEADING = "THE LANTERN OF RAVENSMOOR"
+HEADING_KEY = "The Lantern of Ravensmoor"
+
+# A short invented novel: recurring names, a recurring heading, ordinary words capitalised at
+# sentence starts ("Then", "However"), a surname that is an ordinary word ("Jasper Hope" and
+# "hope"), possessives ("Quillby's"), and places shared with the reference book.
+STORY = [
+    "Mr. Quillby walked up the long drive of Ravensmoor Hall in the rain, and Hester Vane watched him "
+    "from the window.",
+    "Then the old clock struck nine. However late it was, Quillby would not sit down, so Hester Vane "
+    "poured the tea herself.",
+    "\"I have no hope of it,\" said Jasper Hope, and he looked at Quillby's wet coat with a frown.",
+    "However, the coach from Canterbury was late again. Then Quillby spoke of the road, and of his hope "
+    "of a dry night.",
+    "Hester Vane laughed at him. Then she said that Jasper Hope had gone up to London with the letters "
+    "of Mr. Quillby.",
+    "The servants of Ravensmoor Hall kept their own counsel, but they had every hope that Quillby would "
+    "soon leave.",
+    "In the morning Quillby walked to Canterbury and back, and Jasper Hope followed him as far as the gate.",
+    "However strange it seemed, Hester Vane had seen the lantern burning in the east wing of Ravensmoor Hall.",
+]
+FILLER = [
+    "The wind rose in the night and then fell again before the morning came.",
+    "There was bread on the table and a fire in the grate, and the dog slept by the door.",
+    "It was a long and quiet evening, and nobody spoke of the weather.",
+    "The garden was wet, the paths were dark, and the gate creaked in the wind.",
+]
+REFERENCE = [
+    "The market at Canterbury was busy on that morning, and the farmers came in early from the fields.",
+    "She hoped, however, that her sister would write soon from London, for the roads were bad in the winter.",
+    "They walked to Canterbury and then home again, talking of the fields, of the weather and of the new church.",
+    "There was little hope of rain, and the garden was dry; then the wind turned and the clouds came up "
+    "from London.",
+    "Mrs. Pennock kept a small shop near the church, and her brother drove the cart to Canterbury every week.",
+    "The dog slept by the fire while the kettle sang, and then the clock struck the hour in the quiet room.",
+]
+
+
+def forget_book(paragraphs: int = 64, seed: int = 3) -> str:
+    rng = random.Random(seed)
+    parts = [HEADING, "CHAPTER I"]
+    for i in range(paragraphs):
+        if i == paragraphs // 2:
+            parts += [HEADING, "CHAPTER II"]
+        parts.append(STORY[i % len(STORY)] + " " + rng.choice(FILLER))
+    return "\n\n".join(parts) + "\n"
+
+
+def reference_book(paragraphs: int = 48, seed: int = 5) -> str:
+    rng = random.Random(seed)
+    return "\n\n".join(REFERENCE[i % len(REFERENCE)] + " " + rng.choice(FILLER) for i in range(paragraphs)) + "\n"
+
+
+FORGET_TEXT = forget_book()
+
+
+HARRY_STORY = [
+    "Harry Thornbury opened the gate of Greyholt, and he looked back at the lane.",
+    "Elizabeth waited by the well; she had walked from Greyholt since the morning.",
+    "\"You are late,\" said Harry, and he set down the parcel beside Elizabeth.",
+    "On Monday Harry rode to the mill, and he came home with Elizabeth before dark.",
+    "Elizabeth laughed, and she told Harry that the mill was shut.",
+    "Harry said nothing; he only watched the rain over Greyholt.",
+]
+HARRY_REFERENCE = [
+    "On Monday the market was busy, and the farmers came early from the fields.",
+    "The parson walked on to the church, and the bells rang over the village.",
+    "The rain fell all day, and the river rose over the meadows by the mill.",
+]
+
+
+# --- a small project built up to `blocks` (blocks, generic_labels, distributed) -----------
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model_dir: Path) -> Path:
+    from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
+    from pipeline.params import load_params
+
+    root = tmp_path_factory.mktemp("blocks")
+    (root / "corpora").mkdir()
+    (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 6, encoding="utf-8")
+    (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
+    shutil.copytree(REPO / "labels", root / "labels")
+    (root / "params.yaml").write_text(
+        "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
+        f"baseline:\n  source: {tiny_model_dir}\n"
+        "anchors:\n  min_count: 2\n  ner_processes: 1\n"
+        "dictionary:\n  gold: null\n"
+        "blocks:\n  block_size: 64\n  min_block_tokens: 16\n",
+        encoding="utf-8",
+    )
+    params = load_params(root / "params.yaml")
+    for stage in (ingest, baseline_model, anchor_candidates, anchor_translations, dictionary, blocks):
+        stage.run(params, root=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reinforced_dir(built: Path, tmp_path_factory) -> Path:
+    """A stand-in reinforced model: the baseline with perturbed weights (any other model works)."""
+    import torch
+
+    from pipeline.models import load_model
+
+    folder = tmp_path_factory.mktemp("reinforced")
+    model = load_model(built / "models" / "baseline", dtype="float32", device="cpu")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return folder

@@ -6,7 +6,6 @@ check); most tests read its outputs. Selection rules are also tested on hand-mad
 
 from __future__ import annotations
 
-import random
 import re
 import shutil
 from collections import Counter
@@ -22,62 +21,9 @@ from pipeline.params import parse_params
 from pipeline.store import dataset_dir, read_dataset, read_manifest, validate_frame, verify_dataset
 from schemas.anchors import ANCHOR_CANDIDATES, KINDS
 from schemas.rejects import rejects_contract
+from tests.conftest import HEADING, HEADING_KEY, reference_book, FORGET_TEXT, HARRY_STORY, HARRY_REFERENCE
 
 MIN_COUNT = 3
-HEADING = "THE LANTERN OF RAVENSMOOR"
-HEADING_KEY = "The Lantern of Ravensmoor"
-
-# A short invented novel: recurring names, a recurring heading, ordinary words capitalised at
-# sentence starts ("Then", "However"), a surname that is an ordinary word ("Jasper Hope" and
-# "hope"), possessives ("Quillby's"), and places shared with the reference book.
-STORY = [
-    "Mr. Quillby walked up the long drive of Ravensmoor Hall in the rain, and Hester Vane watched him "
-    "from the window.",
-    "Then the old clock struck nine. However late it was, Quillby would not sit down, so Hester Vane "
-    "poured the tea herself.",
-    "\"I have no hope of it,\" said Jasper Hope, and he looked at Quillby's wet coat with a frown.",
-    "However, the coach from Canterbury was late again. Then Quillby spoke of the road, and of his hope "
-    "of a dry night.",
-    "Hester Vane laughed at him. Then she said that Jasper Hope had gone up to London with the letters "
-    "of Mr. Quillby.",
-    "The servants of Ravensmoor Hall kept their own counsel, but they had every hope that Quillby would "
-    "soon leave.",
-    "In the morning Quillby walked to Canterbury and back, and Jasper Hope followed him as far as the gate.",
-    "However strange it seemed, Hester Vane had seen the lantern burning in the east wing of Ravensmoor Hall.",
-]
-FILLER = [
-    "The wind rose in the night and then fell again before the morning came.",
-    "There was bread on the table and a fire in the grate, and the dog slept by the door.",
-    "It was a long and quiet evening, and nobody spoke of the weather.",
-    "The garden was wet, the paths were dark, and the gate creaked in the wind.",
-]
-REFERENCE = [
-    "The market at Canterbury was busy on that morning, and the farmers came in early from the fields.",
-    "She hoped, however, that her sister would write soon from London, for the roads were bad in the winter.",
-    "They walked to Canterbury and then home again, talking of the fields, of the weather and of the new church.",
-    "There was little hope of rain, and the garden was dry; then the wind turned and the clouds came up "
-    "from London.",
-    "Mrs. Pennock kept a small shop near the church, and her brother drove the cart to Canterbury every week.",
-    "The dog slept by the fire while the kettle sang, and then the clock struck the hour in the quiet room.",
-]
-
-
-def forget_book(paragraphs: int = 64, seed: int = 3) -> str:
-    rng = random.Random(seed)
-    parts = [HEADING, "CHAPTER I"]
-    for i in range(paragraphs):
-        if i == paragraphs // 2:
-            parts += [HEADING, "CHAPTER II"]
-        parts.append(STORY[i % len(STORY)] + " " + rng.choice(FILLER))
-    return "\n\n".join(parts) + "\n"
-
-
-def reference_book(paragraphs: int = 48, seed: int = 5) -> str:
-    rng = random.Random(seed)
-    return "\n\n".join(REFERENCE[i % len(REFERENCE)] + " " + rng.choice(FILLER) for i in range(paragraphs)) + "\n"
-
-
-FORGET_TEXT = forget_book()
 REFERENCE_TEXT = reference_book()
 
 
@@ -305,19 +251,6 @@ def test_no_reference_corpus_is_an_error(tmp_path):
 
 # --- a protagonist with a common first name (real spaCy, a tiny hand-made novel) ---------------
 
-HARRY_STORY = [
-    "Harry Thornbury opened the gate of Greyholt, and he looked back at the lane.",
-    "Elizabeth waited by the well; she had walked from Greyholt since the morning.",
-    "\"You are late,\" said Harry, and he set down the parcel beside Elizabeth.",
-    "On Monday Harry rode to the mill, and he came home with Elizabeth before dark.",
-    "Elizabeth laughed, and she told Harry that the mill was shut.",
-    "Harry said nothing; he only watched the rain over Greyholt.",
-]
-HARRY_REFERENCE = [
-    "On Monday the market was busy, and the farmers came early from the fields.",
-    "The parson walked on to the church, and the bells rang over the village.",
-    "The rain fell all day, and the river rose over the meadows by the mill.",
-]
 
 
 @pytest.fixture(scope="module")

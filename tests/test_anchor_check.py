@@ -10,7 +10,7 @@ import pytest
 from pipeline import anchor_check, ingest
 from pipeline.errors import CorpusError
 from pipeline.params import parse_params
-from tests.test_anchor_candidates import FORGET_TEXT, HARRY_REFERENCE, HARRY_STORY
+from tests.conftest import FORGET_TEXT, HARRY_REFERENCE, HARRY_STORY
 
 GOLD = """# Names of the invented Harry story, written by hand for this test.
 term,kind,tier

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
+from pipeline import blocks
 from pipeline.core.alignment import DROPPED
 from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.errors import DatasetValidationError
@@ -20,28 +20,7 @@ from pipeline.sql import connect, run_query
 from pipeline.store import read_dataset, read_manifest, write_dataset
 from schemas.anchors import DICTIONARY
 from schemas.corpus import DOCUMENTS
-from tests.conftest import REPO, SMALL_FORGET, SMALL_RETAIN
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model_dir: Path) -> Path:
-    root = tmp_path_factory.mktemp("blocks")
-    (root / "corpora").mkdir()
-    (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 6, encoding="utf-8")
-    (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
-    shutil.copytree(REPO / "labels", root / "labels")
-    (root / "params.yaml").write_text(
-        "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
-        f"baseline:\n  source: {tiny_model_dir}\n"
-        "anchors:\n  min_count: 2\n  ner_processes: 1\n"
-        "dictionary:\n  gold: null\n"
-        "blocks:\n  block_size: 64\n  min_block_tokens: 16\n",
-        encoding="utf-8",
-    )
-    params = load_params(root / "params.yaml")
-    for stage in (ingest, baseline_model, anchor_candidates, anchor_translations, dictionary, blocks):
-        stage.run(params, root=root)
-    return root
+from tests.conftest import SMALL_RETAIN
 
 
 def test_blocks_are_the_whole_document_tokenization_cut_in_order(built: Path):

@@ -14,13 +14,11 @@ import pytest
 from pipeline import generic_labels
 from pipeline.store import dataset_dir, manifest_path, read_dataset
 from tests.conftest import REPO
-from tests.test_blocks import built  # noqa: F401  (module fixture: a small project up to blocks)
-from tests.test_generic_labels import reinforced_dir  # noqa: F401
 
 pytestmark = pytest.mark.distributed
 
 
-def _project(built: Path, reinforced: Path, folder: Path, launch: str = "") -> Path:  # noqa: F811
+def _project(built: Path, reinforced: Path, folder: Path, launch: str = "") -> Path:
     """A copy of ``built`` with a reinforced model and small shards (several per rank)."""
     shutil.copytree(built, folder)
     shutil.rmtree(dataset_dir("generic_labels", folder), ignore_errors=True)
@@ -45,14 +43,14 @@ def _written(root: Path) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def one_process(built: Path, reinforced_dir: Path, tmp_path_factory) -> tuple[Path, str]:  # noqa: F811
+def one_process(built: Path, reinforced_dir: Path, tmp_path_factory) -> tuple[Path, str]:
     """The labels one process writes (``python -m``, the dvc.yaml command), and its log."""
     one = _project(built, reinforced_dir, tmp_path_factory.mktemp("one") / "project")
     return one, _stage([sys.executable, "-m", "pipeline.generic_labels"], one)
 
 
 def test_two_ranks_write_the_bytes_one_process_writes(
-    built: Path, reinforced_dir: Path, one_process: tuple[Path, str], tmp_path: Path,  # noqa: F811
+    built: Path, reinforced_dir: Path, one_process: tuple[Path, str], tmp_path: Path,
 ):
     one, log_one = one_process
     # launch.config: `python -m` (the dvc.yaml command) re-executes itself under accelerate launch.
@@ -71,7 +69,7 @@ def test_two_ranks_write_the_bytes_one_process_writes(
 
 
 def test_torchrun_ranks_resume_a_run_stopped_midway(
-    built: Path, reinforced_dir: Path, one_process: tuple[Path, str], tmp_path: Path,  # noqa: F811
+    built: Path, reinforced_dir: Path, one_process: tuple[Path, str], tmp_path: Path,
 ):
     """torchrun (no accelerate) on a project whose first shard a killed run already wrote."""
     one, _ = one_process

@@ -5,29 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from pipeline import generic_labels
 from pipeline.core.generic import gather_aligned, generic_logits, suppress_used_translations
 from pipeline.models import load_model
 from pipeline.store import dataset_dir, read_dataset
-from tests.test_blocks import built  # noqa: F401  (module fixture: a small project up to blocks)
 
 ALPHAS = (2.5, 5.0)
-
-
-@pytest.fixture(scope="module")
-def reinforced_dir(built: Path, tmp_path_factory) -> Path:  # noqa: F811
-    """A stand-in reinforced model: the baseline with perturbed weights (any other model works)."""
-    folder = tmp_path_factory.mktemp("reinforced")
-    model = load_model(built / "models" / "baseline", dtype="float32", device="cpu")
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(folder)
-    return folder
 
 
 def _run(root: Path, reinforced: Path, **kwargs) -> generic_labels.LabelRun:
@@ -37,7 +22,7 @@ def _run(root: Path, reinforced: Path, **kwargs) -> generic_labels.LabelRun:
     )
 
 
-def test_one_row_per_block_and_alpha_with_targets_from_the_formula(built: Path, reinforced_dir: Path):  # noqa: F811
+def test_one_row_per_block_and_alpha_with_targets_from_the_formula(built: Path, reinforced_dir: Path):
     result = _run(built, reinforced_dir)
     assert result.complete
     labels = read_dataset("generic_labels", built)
@@ -59,7 +44,7 @@ def test_one_row_per_block_and_alpha_with_targets_from_the_formula(built: Path, 
     assert all(abs(c - p[0]) < 1e-6 for c, p in zip(row["confidence"], row["top_probs"]))
 
 
-def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir: Path, tmp_path: Path):  # noqa: F811
+def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir: Path, tmp_path: Path):
     copy = tmp_path / "copy"
     shutil.copytree(built, copy)
     shutil.rmtree(dataset_dir("generic_labels", copy), ignore_errors=True)
@@ -77,7 +62,7 @@ def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir
     assert not (copy / generic_labels.WORK).exists()
 
 
-def test_dataset_stage_joins_labels_with_provenance_and_hf_features(built: Path, reinforced_dir: Path):  # noqa: F811
+def test_dataset_stage_joins_labels_with_provenance_and_hf_features(built: Path, reinforced_dir: Path):
     from datasets import load_dataset
 
     from pipeline import dataset
@@ -105,7 +90,7 @@ def test_dataset_stage_joins_labels_with_provenance_and_hf_features(built: Path,
     assert "| blocks | %d |" % len(frame) in (built / dataset.CARD).read_text()
 
 
-def test_show_block_prints_original_translation_and_target(built: Path, reinforced_dir: Path):  # noqa: F811
+def test_show_block_prints_original_translation_and_target(built: Path, reinforced_dir: Path):
     from typer.testing import CliRunner
 
     from pipeline import dataset
