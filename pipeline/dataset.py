@@ -88,7 +88,7 @@ def card(frame: pd.DataFrame, manifest_params: dict, review: ReviewOutcome | Non
         f"| corrections sha256 | `{frame['corrections_sha256'].iloc[0] if len(frame) else ''}` |",
         *_selection_rows(manifest_params.get("block_selection")),
         *_review_rows(manifest_params.get("linguistic_review"), review), "",
-        "Columns: see README, Datasets. Parameters and input revisions: `data/manifests/dataset.json`.", "",
+        "Columns: docs/datasets.md. Parameters and input revisions: `data/manifests/dataset.json`.", "",
         f"Inputs: {', '.join(f'{k} `{v[:12]}`' for k, v in manifest_params['inputs'].items())}", "",
     ])
 

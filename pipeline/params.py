@@ -1,7 +1,7 @@
 """The one place that reads and validates ``params.yaml``.
 
 Every stage calls :func:`load_params` and reads only its own sections; ``dvc.yaml`` declares
-exactly those sections for each stage (``tests/test_dvc_yaml.py`` keeps the two in step).
+exactly those sections for each stage (``tests/test_dvc_pipeline.py`` keeps the two in step).
 An unknown key, a wrong type, a negative size or an impossible combination is a
 :class:`~pipeline.errors.ParamsError` naming the key, e.g. ``ingest.max_passage_chars``.
 """

@@ -21,7 +21,7 @@ Status = Literal["ok", "warn", "fail"]
 
 # (import name, distribution name, install hint)
 PACKAGES = [
-    ("torch", "torch", "pip install torch==2.13.0  (CPU; see README for the GPU build)"),
+    ("torch", "torch", "pip install torch==2.13.0  (CPU; docs/training.md, GPUs, for a CUDA build)"),
     ("transformers", "transformers", "make install"),
     ("accelerate", "accelerate", "make install"),
     ("gguf", "gguf", "make install"),
@@ -67,7 +67,7 @@ def check_params(root: Path) -> tuple[Check, object | None]:
     try:
         params = load_params(root / "params.yaml")
     except PipelineError as exc:
-        return Check("params.yaml", "fail", str(exc), "fix the keys named above (README: Parameters)"), None
+        return Check("params.yaml", "fail", str(exc), "fix the keys named above (docs/stages.md)"), None
     return Check("params.yaml", "ok", "valid"), params
 
 
@@ -109,7 +109,7 @@ def check_gpu() -> Check:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         return Check("GPU", "ok", f"{torch.cuda.device_count()} x {names} (torch {torch.__version__})")
     return Check("GPU", "warn", f"none: stages run on the CPU (torch {torch.__version__})",
-                 "for a GPU, install a CUDA build of torch (README: GPU)")
+                 "for a GPU, install a CUDA build of torch (docs/training.md)")
 
 
 def check_dvc(root: Path) -> Check:

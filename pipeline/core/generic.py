@@ -93,7 +93,7 @@ def block_labels(
     for alpha in alphas:
         torch.add(baseline, difference, alpha=-float(alpha), out=logits)
         if rows.numel():
-            # Rule 2 reads the means of the unsuppressed logits, as the reference does.
+            # Rule 2 reads the means of the unsuppressed logits (docs/algorithm.md, rule 2).
             logits[rows, tokens] = (base_mean - float(alpha) * difference_mean)[rows]
         top_logits, top_ids = logits.topk(top_k, dim=-1)
         top_probs = torch.exp(top_logits - torch.logsumexp(logits, dim=-1, keepdim=True))

@@ -46,9 +46,10 @@ BASELINE_METRICS = "metrics/evaluation/baseline.json"
 MEASURES = {
     "familiarity_mean_prob": "mean p(answer)",
     "retain_perplexity": "retain ppl",
+    "familiarity_tier_known_mean_prob": "known tier p(answer)",
     "familiarity_top1_rate": "familiarity top-1",
     "completion_familiarity": "completion familiarity",
-    "verbatim_rouge_l_trained": "verbatim ROUGE-L",
+    "verbatim_trained_rouge_l": "verbatim ROUGE-L",
     "near_top1_rate": "near top-1",
     "general_top1_rate": "general top-1",
 }

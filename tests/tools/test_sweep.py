@@ -101,3 +101,12 @@ def test_the_sweep_runs_through_the_dvc_queue_and_leaves_the_workspace_alone(tmp
     sweep.report(root)
     assert "**sweep-default** (default)" in (root / "reports" / "sweep.md").read_text()
     assert (root / "reports" / "sweep.png").stat().st_size > 0
+
+
+def test_every_measure_is_a_key_the_evaluate_stage_writes():
+    # The sweep reads these keys from metrics/evaluation/unlearned.json: a renamed headline would
+    # leave an empty column and an empty plot without this check.
+    from pipeline.core.headlines import HEADLINES
+
+    written = {headline.key for headline in HEADLINES}
+    assert set(sweep.MEASURES) <= written, set(sweep.MEASURES) - written
