@@ -54,6 +54,8 @@ MEASURES = {
     "general_top1_rate": "general top-1",
 }
 PREFIX = "sweep-"
+SHOW_COMMITS = 20
+"""How many commits back (from HEAD) the sweep looks for its experiments."""
 
 
 def unflatten(point: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +147,10 @@ def _dvc(root: Path, *args: str, capture: bool = False) -> str:
 
 
 def _show(root: Path) -> list[dict[str, Any]]:
-    return json.loads(_dvc(root, "exp", "show", "--json", capture=True) or "[]")
+    # Experiments hang off the commit they were queued on; commits made while the sweep runs
+    # (the workspace and git stay usable) must not hide them. Newest commit first, so a point
+    # rerun on a later commit wins (:func:`experiments` keeps the first of each name).
+    return json.loads(_dvc(root, "exp", "show", "--json", "-n", str(SHOW_COMMITS), capture=True) or "[]")
 
 
 def queue(root: Path = Path(".")) -> list[str]:

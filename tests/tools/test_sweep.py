@@ -92,6 +92,7 @@ def test_the_sweep_runs_through_the_dvc_queue_and_leaves_the_workspace_alone(tmp
     assert sweep.queue(root) == ["sweep-default", "sweep-alpha-2.5"]
     sweep.start(root)
     sweep.wait(root, poll_s=2)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "work committed while the sweep ran"], root)
     rows = sweep.collect(root)
     assert (root / "params.yaml").read_text() == params_text  # the workspace is untouched
     by_name = {r["point"]: r for r in rows}
