@@ -42,7 +42,7 @@ TABLE, PLOT = Path("reports/sweep.md"), Path("reports/sweep.png")
 UNLEARNED_METRICS = "metrics/evaluation/unlearned.json"
 BASELINE_METRICS = "metrics/evaluation/baseline.json"
 # What the table and the plot show of the unlearned model (keys of its metrics file), with a
-# short header; the plot's axes are the first two.
+# short header.
 MEASURES = {
     "familiarity_mean_prob": "mean p(answer)",
     "retain_perplexity": "retain ppl",
@@ -53,6 +53,9 @@ MEASURES = {
     "near_top1_rate": "near top-1",
     "general_top1_rate": "general top-1",
 }
+# The plot: forgetting on the x axis, one panel per measure of what must be kept.
+FORGOTTEN = "familiarity_mean_prob"
+KEPT = {"retain_perplexity": "lower", "near_top1_rate": "higher"}
 PREFIX = "sweep-"
 SHOW_COMMITS = 20
 """How many commits back (from HEAD) the sweep looks for its experiments."""
@@ -234,27 +237,29 @@ def table(rows: list[dict[str, str]], keys: list[str], baseline: dict[str, Any] 
 
 
 def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: str | None, path: Path) -> None:
+    """The frontier: forgetting (x) against each measure of what the model keeps (one panel each)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x_key, y_key = list(MEASURES)[:2]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
-        x, y = _number(row.get(x_key)), _number(row.get(y_key))
-        if x is None or y is None:
-            continue
-        is_chosen = row["point"] == chosen
-        axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
-                     s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
-        axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    if baseline is not None and _number(baseline.get(x_key)) is not None:
-        axes.scatter(baseline[x_key], baseline[y_key], marker="s", color="black", label="baseline")
-    axes.set_xlabel(f"{MEASURES[x_key]} on the familiarity probes (lower = forgotten)")
-    axes.set_ylabel(f"{MEASURES[y_key]} (lower = kept)")
-    axes.legend(loc="best", fontsize=8)
-    axes.grid(alpha=0.3)
+    figure, panels = plt.subplots(1, len(KEPT), figsize=(6 * len(KEPT), 4.5), squeeze=False)
+    for axes, (y_key, better) in zip(panels[0], KEPT.items()):
+        for row in rows:
+            x, y = _number(row.get(FORGOTTEN)), _number(row.get(y_key))
+            if x is None or y is None:
+                continue
+            is_chosen = row["point"] == chosen
+            axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
+                         s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
+            axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, 2),
+                          textcoords="offset points")
+        if baseline is not None and None not in (_number(baseline.get(FORGOTTEN)), _number(baseline.get(y_key))):
+            axes.scatter(baseline[FORGOTTEN], baseline[y_key], marker="s", color="black", label="baseline")
+        axes.set_xlabel(f"{MEASURES[FORGOTTEN]} on the familiarity probes (lower = forgotten)")
+        axes.set_ylabel(f"{MEASURES[y_key]} ({better} = kept)")
+        axes.legend(loc="best", fontsize=8)
+        axes.grid(alpha=0.3)
     figure.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=120)

@@ -111,3 +111,5 @@ def test_every_measure_is_a_key_the_evaluate_stage_writes():
 
     written = {headline.key for headline in HEADLINES}
     assert set(sweep.MEASURES) <= written, set(sweep.MEASURES) - written
+    assert {sweep.FORGOTTEN, *sweep.KEPT} <= set(sweep.MEASURES)  # the plot's axes are table columns
+    assert set(sweep.KEPT.values()) <= {"lower", "higher"}
