@@ -205,6 +205,21 @@ def test_every_dataset_output_has_its_manifest_declared():
             assert f"data/manifests/{dataset}.json" in outs, (name, dataset)
 
 
+def test_every_output_is_persisted_so_a_failed_stage_keeps_it():
+    # Without `persist: true` DVC deletes an output before the command runs, and a stage that then
+    # fails has lost it; the stages publish their outputs themselves, all at once (docs/datasets.md).
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    unpersisted = []
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage (evaluate@<model>) declares its outputs under `do`
+        for kind in ("outs", "metrics", "plots"):
+            for out in stage.get(kind, []):
+                path, options = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+                if not (options or {}).get("persist"):
+                    unpersisted.append(f"{name}: {path}")
+    assert not unpersisted, unpersisted
+
+
 def test_whp_query_answers_sql_over_the_pipeline_outputs(small_project: Path):
     run([*DVC, "repro", "ingest"], small_project)
     result = run(
