@@ -417,28 +417,38 @@ HARRY_REFERENCE = [
 
 # --- a small project built up to `blocks` (blocks, generic_labels, distributed) -----------
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_model_dir: Path) -> Path:
-    from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
+def build_small_project(root: Path, tiny_model_dir: Path, *, forget_copies: int, extra_params: str,
+                        stages: tuple) -> Path:
+    """The small book (``forget_copies`` times) and the retain text under ``root``, params for the
+    tiny model, then ``stages`` run directly (no DVC)."""
     from pipeline.params import load_params
 
-    root = tmp_path_factory.mktemp("blocks")
     (root / "corpora").mkdir()
-    (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 6, encoding="utf-8")
+    (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * forget_copies, encoding="utf-8")
     (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
-    shutil.copytree(REPO / "labels", root / "labels")
     (root / "params.yaml").write_text(
         "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
         f"baseline:\n  source: {tiny_model_dir}\n"
-        "anchors:\n  min_count: 2\n  ner_processes: 1\n"
-        "dictionary:\n  gold: null\n"
-        "blocks:\n  block_size: 64\n  min_block_tokens: 16\n",
+        "anchors:\n  min_count: 2\n  ner_processes: 1\n" + extra_params,
         encoding="utf-8",
     )
     params = load_params(root / "params.yaml")
-    for stage in (ingest, baseline_model, anchor_candidates, anchor_translations, dictionary, blocks):
+    for stage in stages:
         stage.run(params, root=root)
     return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model_dir: Path) -> Path:
+    from pipeline import anchor_candidates, anchor_translations, baseline_model, blocks, dictionary, ingest
+
+    root = tmp_path_factory.mktemp("blocks")
+    shutil.copytree(REPO / "labels", root / "labels")
+    return build_small_project(
+        root, tiny_model_dir, forget_copies=6,
+        extra_params="dictionary:\n  gold: null\nblocks:\n  block_size: 64\n  min_block_tokens: 16\n",
+        stages=(ingest, baseline_model, anchor_candidates, anchor_translations, dictionary, blocks),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,29 +12,17 @@ from pipeline.core.anchor_match import AnchorMatcher
 from pipeline.review.corrections import CorrectionsError
 from pipeline.params import DictionaryParams, load_params
 from pipeline.store import read_dataset, read_manifest
-from tests.conftest import train_tiny_tokenizer
+from tests.conftest import build_small_project, train_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def anchored(tmp_path_factory, tiny_model_dir: Path) -> Path:
     """The small project up to anchor_translations (stages called directly, no DVC)."""
-    from tests.conftest import SMALL_FORGET, SMALL_RETAIN
-
-    root = tmp_path_factory.mktemp("anchored")
-    (root / "corpora").mkdir()
-    (root / "corpora" / "lantern.txt").write_text(SMALL_FORGET * 2, encoding="utf-8")
-    (root / "corpora" / "fortune.txt").write_text(SMALL_RETAIN, encoding="utf-8")
-    (root / "params.yaml").write_text(
-        "corpus:\n  forget: [corpora/lantern.txt]\n  retain: [corpora/fortune.txt]\n"
-        f"baseline:\n  source: {tiny_model_dir}\n"
-        "anchors:\n  min_count: 2\n  ner_processes: 1\n"
-        "dictionary:\n  gold: null\n  corrections: labels/anchors/corrections.jsonl\n",
-        encoding="utf-8",
+    return build_small_project(
+        tmp_path_factory.mktemp("anchored"), tiny_model_dir, forget_copies=2,
+        extra_params="dictionary:\n  gold: null\n  corrections: labels/anchors/corrections.jsonl\n",
+        stages=(ingest, baseline_model, anchor_candidates, anchor_translations),
     )
-    params = load_params(root / "params.yaml")
-    for stage in (ingest, baseline_model, anchor_candidates, anchor_translations):
-        stage.run(params, root=root)
-    return root
 
 
 def _corrections(root: Path, *lines: dict) -> None:
