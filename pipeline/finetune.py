@@ -70,7 +70,7 @@ from pipeline.core.losses import UnlearningLoss
 from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
 from pipeline.launch import relaunch_if_configured
-from pipeline.lora import AdaptersOff, add_adapters, run_key
+from pipeline.lora import AdaptersOff, run_key, trainable_model
 from pipeline.models import load_model, load_tokenizer, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
@@ -179,10 +179,8 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
 
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
     # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
-    model = load_model(baseline, dtype="float32", device=processes.load_device)
-    if section.lora is not None:
-        model = add_adapters(model, section.lora, key="finetune.lora", frozen_dtype=processes.frozen_dtype,
-                             seed=settings.seed)
+    model = trainable_model(baseline, section.lora, key="finetune.lora", load_device=processes.load_device,
+                            frozen_dtype=processes.frozen_dtype, seed=settings.seed)
     base_weights = weights_hash(baseline)
     reference = None
     if uses_retain and retain.kind == "kl":

@@ -43,6 +43,17 @@ def _config(lora: Any):
                       lora_dropout=lora.dropout, bias="none", task_type="CAUSAL_LM")
 
 
+def trainable_model(baseline: Path, lora: Any, *, key: str, load_device: Any = None,
+                    frozen_dtype: str = "float32", seed: int = 0):
+    """The baseline ready to train: every weight in float32, or (``lora`` set) seeded adapters on
+    weights frozen in ``frozen_dtype`` (:func:`add_adapters`; ``key`` names the params section's
+    LoRA key in errors). ``load_device``: where the weights are loaded (``None``: :func:`~pipeline.models.pick_device`)."""
+    model = load_model(baseline, dtype="float32", device=load_device)
+    if lora is not None:
+        model = add_adapters(model, lora, key=key, frozen_dtype=frozen_dtype, seed=seed)
+    return model
+
+
 def add_adapters(model: torch.nn.Module, lora: Any, *, key: str, frozen_dtype: str = "float32", seed: int = 0):
     """The model with LoRA adapters (a ``peft`` model; the base is changed in place): only the
     adapters train; the base's weights are cast to ``frozen_dtype``, the adapters kept float32.

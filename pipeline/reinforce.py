@@ -28,8 +28,8 @@ from pathlib import Path
 from pipeline.batches import BlockBatches
 from pipeline.errors import DatasetNotFoundError, DatasetValidationError
 from pipeline.launch import relaunch_if_configured
-from pipeline.lora import add_adapters, run_key
-from pipeline.models import load_model, load_tokenizer, weights_hash
+from pipeline.lora import run_key, trainable_model
+from pipeline.models import load_tokenizer, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, REINFORCED
 from pipeline.sharding import Processes
@@ -57,10 +57,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     tokenizer = load_tokenizer(baseline)
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
     # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
-    model = load_model(baseline, dtype="float32", device=processes.load_device)
-    if section.lora is not None:
-        model = add_adapters(model, section.lora, key="reinforce.lora", frozen_dtype=processes.frozen_dtype,
-                             seed=settings.seed)
+    model = trainable_model(baseline, section.lora, key="reinforce.lora", load_device=processes.load_device,
+                            frozen_dtype=processes.frozen_dtype, seed=settings.seed)
     base_weights = weights_hash(baseline)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = BlockBatches(blocks["input_ids"].tolist(), pad_id=pad_id)
