@@ -55,7 +55,10 @@ WORK = Path("data/.generic_labels-work")
 
 
 @torch.no_grad()
-def label_batch(blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[float], top_k: int, pad_id: int = 0) -> list[dict]:
+def label_batch(
+    blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[float], top_k: int, pad_id: int = 0,
+    boost_context: str = "original", boost_space: str = "logprob",
+) -> list[dict]:
     """Rows of ``generic_labels`` for a batch of ``blocks`` (columns of schemas/blocks.py).
 
     Logits: reinforced ``[b, n, V]`` on the original ids, baseline ``[b, m, V]`` on the
@@ -68,12 +71,18 @@ def label_batch(blocks: pd.DataFrame, baseline, reinforced, *, alphas: Sequence[
     with autocast:
         reinforced_logits = reinforced(input_ids=original.to(device), attention_mask=original_mask.to(device)).logits
         baseline_logits = baseline(input_ids=translated.to(device), attention_mask=translated_mask.to(device)).logits
+        # The boost compares the two models on the same text unless asked otherwise: one more
+        # baseline forward, on the original ids.
+        original_logits = (baseline(input_ids=original.to(device), attention_mask=original_mask.to(device)).logits
+                           if boost_context == "original" else None)
     rows = []
     for b, block in enumerate(blocks.itertuples(index=False)):
         n, m = len(block.input_ids), len(block.translated_ids)
         base_v = gather_aligned(baseline_logits[b, :m].float(), list(block.alignment))
         entries = used_translation_entries(block.alignment, block.used_positions, block.used_token_ids)
-        per_alpha = block_labels(base_v, reinforced_logits[b, :n].float(), alphas=alphas, entries=entries, top_k=top_k)
+        reference = None if original_logits is None else original_logits[b, :n].float()
+        per_alpha = block_labels(base_v, reinforced_logits[b, :n].float(), alphas=alphas, entries=entries, top_k=top_k,
+                                 reference=reference, space=boost_space)
         for alpha, labels in zip(alphas, per_alpha):
             rows.append({
                 "block_id": block.block_id, "alpha": float(alpha),
@@ -132,6 +141,7 @@ class LabelRun:
 def compute(
     root: Path, *, alphas: Sequence[float], top_k: int, batch_size: int, shard_blocks: int,
     baseline_dir: Path, reinforced_dir: Path, max_shards_this_run: int | None = None, ranks: Ranks = Ranks(),
+    boost_context: str = "original", boost_space: str = "logprob",
 ) -> LabelRun:
     """Compute (or resume) every shard, then write the dataset.
 
@@ -145,6 +155,7 @@ def compute(
         "block_id", "input_ids", "translated_ids", "alignment", "used_positions", "used_token_ids"])
     inputs = {
         "blocks": read_manifest("blocks", root)["content_sha256"], "alphas": list(alphas), "top_k": top_k,
+        "boost": {"context": boost_context, "space": boost_space},
         "baseline": (baseline_dir / "config.json").read_text(), "reinforced": _folder_hash(reinforced_dir),
     }
     work = root / WORK
@@ -155,7 +166,7 @@ def compute(
         key = shard_key(inputs, number, part["block_id"].tolist())
         shards.append(Shard(number, part, key, work / f"shard-{number:05d}.parquet"))
     labeller = _Labeller(baseline_dir, reinforced_dir, alphas=alphas, top_k=top_k, batch_size=batch_size,
-                         device=ranks.device())
+                         device=ranks.device(), boost={"boost_context": boost_context, "boost_space": boost_space})
     suffix = f" [rank {ranks.rank}/{ranks.world_size}]" if ranks.distributed else ""
     labeller.run([s for s in shards if ranks.owns(s.number)], budget=max_shards_this_run,
                  desc=f"generic labels{suffix}", position=ranks.rank)
@@ -179,8 +190,8 @@ class _Labeller:
     """Computes shards with both models, loaded on first use; counts what it did."""
 
     def __init__(self, baseline_dir: Path, reinforced_dir: Path, *, alphas: Sequence[float], top_k: int,
-                 batch_size: int, device: torch.device) -> None:
-        self.dirs = (baseline_dir, reinforced_dir)
+                 batch_size: int, device: torch.device, boost: dict) -> None:
+        self.dirs, self.boost = (baseline_dir, reinforced_dir), boost
         self.alphas, self.top_k, self.batch_size, self.device = alphas, top_k, batch_size, device
         self.models: tuple | None = None
         self.shards, self.tokens, self.seconds = 0, 0, 0.0
@@ -200,7 +211,7 @@ class _Labeller:
             rows = []
             for b in range(0, len(shard.blocks), self.batch_size):
                 rows += label_batch(shard.blocks.iloc[b:b + self.batch_size], baseline, reinforced,
-                                    alphas=self.alphas, top_k=self.top_k)
+                                    alphas=self.alphas, top_k=self.top_k, **self.boost)
             tmp = shard.path.with_suffix(".tmp")
             pd.DataFrame(rows).to_parquet(tmp, index=False)
             tmp.replace(shard.path)
@@ -222,7 +233,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
         result = compute(
             root, alphas=settings.alphas, top_k=settings.top_k, batch_size=settings.batch_size,
             shard_blocks=settings.shard_blocks, baseline_dir=root / BASELINE, reinforced_dir=root / REINFORCED,
-            ranks=ranks,
+            ranks=ranks, boost_context=settings.boost_context, boost_space=settings.boost_space,
         )
     if not ranks.is_main:
         return {"rank": ranks.rank, "processes": ranks.world_size}

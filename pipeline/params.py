@@ -291,6 +291,13 @@ class GenericLabelParams(_Section):
     """Blocks per forward pass: the only full-vocabulary logits ever held."""
     shard_blocks: int = Field(default=64, ge=1)
     """Blocks per resumable shard."""
+    boost_context: Literal["original", "translated"] = "original"
+    """Which baseline the reinforced model is compared with in ``ReLU(v_reinforced - v_baseline)``:
+    the baseline on the same original text (what reinforcement taught) or on the translated text
+    (the context then differs at every position after an anchor; docs/algorithm.md, step 6)."""
+    boost_space: Literal["logprob", "logit"] = "logprob"
+    """Compare log-probabilities (each distribution normalised) or raw logits, whose offset
+    differs from one context to another."""
 
     @field_validator("alphas")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline import generic_labels
@@ -22,26 +23,42 @@ def _run(root: Path, reinforced: Path, **kwargs) -> generic_labels.LabelRun:
     )
 
 
-def test_one_row_per_block_and_alpha_with_targets_from_the_formula(built: Path, reinforced_dir: Path):
-    result = _run(built, reinforced_dir)
+@pytest.mark.parametrize("boost_context, boost_space", [("original", "logprob"), ("translated", "logit")])
+def test_one_row_per_block_and_alpha_with_targets_from_the_formula(
+    built: Path, reinforced_dir: Path, tmp_path: Path, boost_context: str, boost_space: str,
+):
+    root = built
+    if (boost_context, boost_space) != ("original", "logprob"):  # not the default: leave the shared project alone
+        root = tmp_path / "copy"
+        shutil.copytree(built, root)
+    result = _run(root, reinforced_dir, boost_context=boost_context, boost_space=boost_space)
     assert result.complete
-    labels = read_dataset("generic_labels", built)
-    blocks = read_dataset("blocks", built).set_index("block_id")
+    labels = read_dataset("generic_labels", root)
+    blocks = read_dataset("blocks", root).set_index("block_id")
     assert result.tokens == blocks["input_ids"].map(len).sum() and result.tokens_per_s > 0
     assert len(labels) == len(blocks) * len(ALPHAS)
     row = labels[labels["alpha"] == 5.0].iloc[0]
     block = blocks.loc[row["block_id"]]
-    base = load_model(built / "models" / "baseline", dtype="float32", device="cpu")
+    base = load_model(root / "models" / "baseline", dtype="float32", device="cpu")
     reinf = load_model(reinforced_dir, dtype="float32", device="cpu")
     with torch.no_grad():
         v_reinf = reinf(torch.tensor([list(block["input_ids"])])).logits[0]
+        v_original = base(torch.tensor([list(block["input_ids"])])).logits[0]
         v_base = gather_aligned(base(torch.tensor([list(block["translated_ids"])])).logits[0], list(block["alignment"]))
-    v = suppress_used_translations(generic_logits(v_base, v_reinf, 5.0), list(block["alignment"]),
-                                   list(block["used_positions"]), list(block["used_token_ids"]))
+    reference = v_original if boost_context == "original" else None
+    v = suppress_used_translations(generic_logits(v_base, v_reinf, 5.0, reference=reference, space=boost_space),
+                                   list(block["alignment"]), list(block["used_positions"]), list(block["used_token_ids"]))
     kept = [i for i, j in enumerate(block["alignment"]) if j >= 0]  # dropped positions are masked anyway
     assert [row["target"][i] for i in kept] == v.argmax(-1)[kept].tolist()
     assert len(row["top_ids"][0]) == 4 and row["top_ids"][0][0] == row["target"][0]
     assert all(abs(c - p[0]) < 1e-6 for c, p in zip(row["confidence"], row["top_probs"]))
+
+
+def test_the_boost_settings_key_the_resumable_shards():
+    inputs = {"blocks": "h", "alphas": [5.0], "top_k": 4}
+    keys = {generic_labels.shard_key({**inputs, "boost": {"context": c, "space": s}}, 0, ["b0"])
+            for c in ("original", "translated") for s in ("logprob", "logit")}
+    assert len(keys) == 4  # a shard computed under other settings is never resumed
 
 
 def test_interrupted_run_resumes_to_identical_output(built: Path, reinforced_dir: Path, tmp_path: Path):

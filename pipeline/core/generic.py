@@ -22,9 +22,18 @@ def gather_aligned(translated_logits: torch.Tensor, alignment: Sequence[int]) ->
     return gathered * (index >= 0).unsqueeze(-1).to(gathered.dtype)
 
 
-def generic_logits(baseline: torch.Tensor, reinforced: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``v_generic = v_baseline - alpha * ReLU(v_reinforced - v_baseline)`` (both ``[n, V]``)."""
-    return baseline - alpha * torch.relu(reinforced - baseline)
+def generic_logits(
+    baseline: torch.Tensor, reinforced: torch.Tensor, alpha: float, *,
+    reference: torch.Tensor | None = None, space: str = "logit",
+) -> torch.Tensor:
+    """``v_generic = v_baseline - alpha * ReLU(v_reinforced - v_reference)`` (all ``[n, V]``).
+
+    ``reference`` defaults to ``baseline`` (the paper's formula on one text); the stage passes
+    the baseline's logits on the original text, so that the boost compares the two models on
+    the same context, while ``baseline`` holds its logits on the translated text.
+    """
+    boost = reinforcement_boost(reinforced.clone(), baseline if reference is None else reference, space=space)
+    return baseline - alpha * boost
 
 
 def suppress_used_translations(
@@ -72,9 +81,28 @@ def used_translation_entries(
     return torch.cat(rows), torch.cat(tokens)
 
 
+def reinforcement_boost(reinforced: torch.Tensor, reference: torch.Tensor, *, space: str = "logprob") -> torch.Tensor:
+    """``ReLU(v_reinforced - v_reference)``, ``[n, V]``: what reinforcement raised.
+
+    ``space="logprob"`` compares log-softmaxes. Raw logits carry an offset per position that
+    depends on the model and the context (softmax ignores it); when the two sides differ in it,
+    every token's difference passes the ReLU, and the label becomes
+    ``(1 + alpha) v_base - alpha v_reinf``, which pushes down whatever the reinforced model is
+    merely surer of (a comma after a name, a line break after a title). ``reinforced`` is
+    overwritten.
+    """
+    if space == "logprob":
+        reinforced = reinforced.log_softmax(dim=-1)
+        reference = reference.log_softmax(dim=-1)
+    elif space != "logit":
+        raise ValueError(f"unknown boost space {space!r} (logprob or logit)")
+    return reinforced.sub_(reference).relu_()
+
+
 def block_labels(
     baseline: torch.Tensor, reinforced: torch.Tensor, *, alphas: Sequence[float],
     entries: tuple[torch.Tensor, torch.Tensor], top_k: int,
+    reference: torch.Tensor | None = None, space: str = "logit",
 ) -> list[dict[str, torch.Tensor]]:
     """Labels of one block for every alpha: the composition
     ``labels_from_logits(suppress_used_translations(generic_logits(...)))``, computed in fewer
@@ -85,7 +113,7 @@ def block_labels(
     materialised (top-k of the logits, then ``exp(top - logsumexp)``). ``reinforced`` is
     overwritten with the ReLU difference to save an ``[n, V]`` buffer.
     """
-    difference = reinforced.sub_(baseline).relu_()
+    difference = reinforcement_boost(reinforced, baseline if reference is None else reference, space=space)
     base_mean, difference_mean = baseline.mean(dim=-1), difference.mean(dim=-1)
     rows, tokens = entries[0].to(baseline.device), entries[1].to(baseline.device)
     out = []

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.core.generic import gather_aligned, generic_logits, labels_from_logits, suppress_used_translations, block_labels, used_translation_entries
+from pipeline.core.generic import (
+    block_labels, gather_aligned, generic_logits, labels_from_logits, reinforcement_boost, suppress_used_translations,
+    used_translation_entries,
+)
 
 
 def test_alpha_formula_by_hand():
@@ -62,3 +65,55 @@ def test_block_labels_equal_the_reference_composition_for_every_alpha():
         assert torch.allclose(got["top_probs"], want["top_probs"], atol=1e-6)
     # rule 2 covers every aligned row at or after each use (and none before)
     assert entries[0].numel() == sum(1 for j in alignment if j >= 3) + sum(1 for j in alignment if j >= 6)
+
+
+def test_logprob_boost_ignores_a_per_position_logit_offset():
+    # The reinforced logits are the baseline's plus a constant per row: no probability changed,
+    # so nothing was reinforced. As log-probabilities the boost is zero; as raw logits every
+    # token of the first row passes the ReLU (with any sharpening on top, the surest tokens
+    # would then fall most).
+    baseline = torch.tensor([[4.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    reinforced = baseline + torch.tensor([[3.0], [-2.0]])
+    assert torch.equal(generic_logits(baseline, reinforced, 5.0, space="logprob"), baseline)
+    shifted = generic_logits(baseline, reinforced, 5.0, space="logit")
+    assert torch.equal(shifted[0], baseline[0] - 15.0) and torch.equal(shifted[1], baseline[1])
+
+
+def test_sharper_reinforced_distribution_lowers_only_what_it_raised():
+    baseline = torch.tensor([[2.0, 1.0, 0.0]])
+    reinforced = torch.tensor([[4.0, 1.0, 0.0]])  # token 0 reinforced, the others lose probability
+    boost = reinforcement_boost(reinforced.clone(), baseline, space="logprob")
+    assert boost[0, 0] > 0 and boost[0, 1] == 0 and boost[0, 2] == 0
+
+
+def test_boost_reads_the_reference_not_the_translated_baseline():
+    # Same text for reinforced and reference, another context for the translated baseline: the
+    # boost comes from the first two only.
+    translated = torch.tensor([[0.0, 5.0, 0.0]])
+    original = torch.tensor([[1.0, 1.0, 1.0]])
+    reinforced = torch.tensor([[1.0, 1.0, 3.0]])
+    out = generic_logits(translated, reinforced, 2.0, reference=original, space="logit")
+    assert torch.equal(out, torch.tensor([[0.0, 5.0, -4.0]]))
+    with_translated = generic_logits(translated, reinforced, 2.0, space="logit")
+    assert torch.equal(with_translated, torch.tensor([[-2.0, 5.0, -6.0]]))
+
+
+def test_block_labels_with_a_reference_in_logprob_space_equal_the_composition():
+    torch.manual_seed(1)
+    n, vocab, k = 8, 40, 4
+    baseline, reinforced, reference = torch.randn(n, vocab), torch.randn(n, vocab) * 2, torch.randn(n, vocab)
+    alignment = list(range(n))
+    entries = used_translation_entries(alignment, [2], [5])
+    fused = block_labels(baseline.clone(), reinforced.clone(), alphas=[5.0], entries=entries, top_k=k,
+                         reference=reference, space="logprob")
+    logits = suppress_used_translations(
+        generic_logits(baseline, reinforced, 5.0, reference=reference, space="logprob"), alignment, [2], [5])
+    want = labels_from_logits(logits, k)
+    assert torch.equal(fused[0]["top_ids"], want["top_ids"])
+    assert torch.allclose(fused[0]["top_probs"], want["top_probs"], atol=1e-6)
+
+
+def test_unknown_boost_space_is_an_error():
+    import pytest
+    with pytest.raises(ValueError, match="boost space"):
+        reinforcement_boost(torch.zeros(1, 2), torch.zeros(1, 2), space="prob")
