@@ -62,7 +62,8 @@ def label_batch(
     """Rows of ``generic_labels`` for a batch of ``blocks`` (columns of schemas/blocks.py).
 
     Logits: reinforced ``[b, n, V]`` on the original ids, baseline ``[b, m, V]`` on the
-    translated ids; autocast to bf16 on CUDA.
+    translated ids and, for ``boost_context="original"``, ``[b, n, V]`` on the original ids;
+    autocast to bf16 on CUDA.
     """
     device = next(reinforced.parameters()).device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)

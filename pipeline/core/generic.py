@@ -81,15 +81,16 @@ def used_translation_entries(
     return torch.cat(rows), torch.cat(tokens)
 
 
-def reinforcement_boost(reinforced: torch.Tensor, reference: torch.Tensor, *, space: str = "logprob") -> torch.Tensor:
+def reinforcement_boost(reinforced: torch.Tensor, reference: torch.Tensor, *, space: str = "logit") -> torch.Tensor:
     """``ReLU(v_reinforced - v_reference)``, ``[n, V]``: what reinforcement raised.
 
     ``space="logprob"`` compares log-softmaxes. Raw logits carry an offset per position that
     depends on the model and the context (softmax ignores it); when the two sides differ in it,
     every token's difference passes the ReLU, and the label becomes
     ``(1 + alpha) v_base - alpha v_reinf``, which pushes down whatever the reinforced model is
-    merely surer of (a comma after a name, a line break after a title). ``reinforced`` is
-    overwritten.
+    merely surer of (a comma after a name, a line break after a title). The default is the
+    formula as written; the stage's defaults come from params (``generic_labels.boost_space``).
+    ``reinforced`` is overwritten.
     """
     if space == "logprob":
         reinforced = reinforced.log_softmax(dim=-1)
