@@ -113,3 +113,11 @@ def test_every_measure_is_a_key_the_evaluate_stage_writes():
     assert set(sweep.MEASURES) <= written, set(sweep.MEASURES) - written
     assert {sweep.FORGOTTEN, *sweep.KEPT} <= set(sweep.MEASURES)  # the plot's axes are table columns
     assert set(sweep.KEPT.values()) <= {"lower", "higher"}
+
+
+def test_labels_of_close_points_are_told_apart():
+    every = [(0.0, 0.0), (1.0, 1.0), (0.2, 0.03)]
+    assert sweep._near_any((0.2, 0.03), [(0.0, 0.0)], every)  # same height, label-length apart
+    assert not sweep._near_any((0.2, 0.5), [(0.0, 0.0)], every)
+    assert not sweep._near_any((1.0, 1.0), [(0.0, 0.0)], every)
+    assert not sweep._near_any((0.0, 0.0), [], every)
