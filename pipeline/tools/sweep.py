@@ -246,6 +246,7 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
     figure, panels = plt.subplots(1, len(KEPT), figsize=(6 * len(KEPT), 4.5), squeeze=False)
     for axes, (y_key, better) in zip(panels[0], KEPT.items()):
         points = [(_number(r.get(FORGOTTEN)), _number(r.get(y_key))) for r in rows]
+        plotted = [p for p in points if None not in p]
         placed: list[tuple[float, float]] = []
         for row, (x, y) in zip(rows, points):
             if x is None or y is None:
@@ -254,7 +255,7 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
             axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
                          s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
             # A label next to another point's label goes below its point, so the two stay legible.
-            crowded = _near_any((x, y), placed, [p for p in points if None not in p])
+            crowded = _near_any((x, y), placed, plotted)
             placed.append((x, y))
             axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, -9 if crowded else 2),
                           textcoords="offset points")
