@@ -32,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.core import generation, grading, headlines, metrics
-from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
+from pipeline.core.probes import Probe, ProbeError, answer_terms, parse_probes, parse_terms
 from pipeline.core.provenance import Span, Window, story_documents, trained_stories, verbatim_windows
 from pipeline.core.sampling import spread_sample
 from pipeline.errors import PipelineError
@@ -137,6 +137,8 @@ class Inputs:
     training_blocks: int
     grading: tuple[grading.TermMatcher, grading.TermMatcher, grading.TermMatcher]
     """Anchor, genre and weak terms (:func:`pipeline.core.grading.grade_completion`)."""
+    dictionary: grading.TermMatcher
+    """Every key and variant of the forget dictionary (:func:`pipeline.core.probes.answer_terms`)."""
     familiar_pairs: list[tuple[list[int], list[int]]]
     general_pairs: list[tuple[list[int], list[int]]]
     completion_prompts: list[list[int]]
@@ -178,6 +180,7 @@ def read_inputs(params: Params, root: Path, model_folder: Path):
         trained_story={title: count > 0 for title, count in trained_stories(stories, trained).items()},
         training_blocks=len(trained),
         grading=tuple(grading.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms)),
+        dictionary=grading.TermMatcher([*dictionary["anchor"], *(v for vs in dictionary["variants"] for v in vs)]),
         familiar_pairs=encode_pairs(tokenizer, familiar, str(probe_files.familiarity)),
         general_pairs=encode_pairs(tokenizer, general, str(probe_files.general)),
         completion_prompts=[tokenizer(p.prompt)["input_ids"] for p in completion],
@@ -215,9 +218,11 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
     return found
 
 
-def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], measure: str | None = None) -> list[dict]:
+def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], dictionary: grading.TermMatcher,
+                measure: str | None = None) -> list[dict]:
     """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
     return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "", "tier": p.tier or "",
+             "answer_terms": "; ".join(answer_terms(p, dictionary)),
              "trained": trained_story.get(p.story, False), "output": out, "top1": float(s.top1),
              "first_prob": s.first_prob, "first_logprob": s.first_logprob, "answer_prob": s.prob,
              "rank": float(s.first_rank),
@@ -239,8 +244,8 @@ def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: 
 
     rows = (
         _probe_rows(inputs.familiar, found["familiarity"], greedy(found["familiarity"]), inputs.trained_story,
-                    "familiarity")
-        + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {})
+                    inputs.dictionary, "familiarity")
+        + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {}, inputs.dictionary)
         + [{"measure": "completion", "unit_id": p.id, "story": "", "tier": "", "trained": False, "output": text,
             "score": float(metrics.completion_score(g))} for p, text, g in zip(inputs.completion, texts, grades)]
         + _window_rows(inputs.inside, found["verbatim_trained"], greedy(found["verbatim_trained"]),
@@ -252,6 +257,7 @@ def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: 
             "tokens": float(len(lp))} for b, lp in zip(inputs.retain_ids, found["retain"])]
     )
     frame = pd.DataFrame(rows, columns=list(headlines.UNIT_COLUMNS)[1:]).assign(model=model_name)
+    frame["answer_terms"] = frame["answer_terms"].fillna("")  # only probes have an answer
     return frame[list(headlines.UNIT_COLUMNS)]
 
 
@@ -270,7 +276,10 @@ def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: 
               "stories": len(inputs.trained_story),
               "stories_trained": sum(inputs.trained_story.values()), "completion": len(inputs.completion),
               "general": sum(p.kind == "general" for p in inputs.general),
-              "near": sum(p.kind == "near" for p in inputs.general), "verbatim_trained": len(inputs.inside),
+              "near": sum(p.kind == "near" for p in inputs.general),
+              **{f"{kind}_in_dictionary": int(((scores["measure"] == kind) & (scores["answer_terms"] != "")).sum())
+                 for kind in ("general", "near")},
+              "verbatim_trained": len(inputs.inside),
               "verbatim_untrained": len(inputs.outside), "retain_windows": len(inputs.retain),
               "retain_tokens": int(scores.loc[scores["measure"] == "retain", "tokens"].sum()),
               "training_blocks": inputs.training_blocks},

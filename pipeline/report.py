@@ -112,11 +112,13 @@ def deltas_json(deltas: dict[str, dict[str, Delta | None]]) -> dict:
 
 def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta | None]], *,
                     known: dict[str, dict[str, Interval | None]], known_size: int, known_rank: int,
-                    trained_stories: list[str], confidence: float = 0.95, resamples: int = 2000,
-                    figure: str = FIGURE.name) -> str:
+                    trained_stories: list[str], dictionary_probes: list[tuple[str, str]] = (),
+                    confidence: float = 0.95, resamples: int = 2000, figure: str = FIGURE.name) -> str:
     """Two tables: values with intervals per model, changes against the first model (the baseline).
     ``known`` holds each model's values on the known subset (``known_size`` probes whose answer
-    the baseline ranks ``known_rank`` or better); ``deltas`` holds their changes too."""
+    the baseline ranks ``known_rank`` or better); ``deltas`` holds their changes too;
+    ``dictionary_probes`` lists the general and near-collateral probes answered by a
+    forget-dictionary term as ``(probe id, terms)``."""
     names = list(metrics)
     base_name, others = names[0], names[1:]
     level = f"{100 * confidence:.0f}%"
@@ -161,6 +163,9 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
         f"retain windows ({sizes.get('retain_tokens')} scored tokens); {sizes.get('training_blocks')} training blocks.",
         "", f"Probes the baseline knows: the {known_size} familiarity probes whose answer {base_name} ranks "
         f"{known_rank} or better (the same probes for every model; docs/evaluation.md).",
+        "", "Probes answered by a forget-dictionary term (the fine-tune was asked to forget the term in the "
+        "corpus's contexts; the rows \"answers outside the forget dictionary\" leave them out): "
+        + (", ".join(f"{unit} ({terms})" for unit, terms in dictionary_probes) if dictionary_probes else "none") + ".",
         "", "Stories trained on: " + (", ".join(trained_stories) if trained_stories else "none") + ".",
         "", f"![familiarity against retain perplexity]({figure})", "",
     ]
@@ -222,11 +227,13 @@ def report(params: Params, *, root: Path = Path("."), models: tuple[str, ...] = 
               for name in models[1:]}
     familiar = base[base["measure"] == "familiarity"]
     trained = sorted(familiar.loc[familiar["trained"], "story"].unique())
+    flagged = base[base["measure"].isin(["general", "near"]) & (base["answer_terms"] != "")]
     atomic_write_text(root / DELTAS, json.dumps(deltas_json(deltas), indent=2) + "\n")
     atomic_write_text(root / PLOT, plot_frame(metrics).to_csv(index=False))
     write_figure(metrics, root / FIGURE)
     atomic_write_text(root / REPORT, report_markdown(
         metrics, deltas, known=known, known_size=len(known_ids), known_rank=known_rank, trained_stories=trained,
+        dictionary_probes=sorted(zip(flagged["unit_id"], flagged["answer_terms"])),
         confidence=boot.confidence, resamples=boot.resamples))
     changed = sum(d is not None and not d.absolute.contains_zero for by_key in deltas.values() for d in by_key.values())
     return {"models": len(metrics), "changes_resolved": changed, "report": str(REPORT)}

@@ -59,6 +59,9 @@ class ScoreSchema(pa.DataFrameModel):
     story: Series[str] = pa.Field(description="familiarity probes: the story tag; '' otherwise")
     tier: Series[str] = pa.Field(isin=["", *TIERS], description="familiarity probes: the probe's tier ('' untiered); "
                                  "'' otherwise")
+    answer_terms: Series[str] = pa.Field(
+        description="probes: the forget-dictionary terms the answer says or completes, '; '-joined ('' none, and "
+                    "for every other unit)")
     trained: Series[bool] = pa.Field(description="the unit's story document holds, or its text lies in, the fine-tune's blocks")
     output: Series[str] = pa.Field(description="the model's greedy answer or continuation ('' for retain windows)")
     top1: Series[float] = pa.Field(nullable=True, isin=[0.0, 1.0])
@@ -93,7 +96,7 @@ def completions_contract(model: str) -> Contract:
 
 def scores_contract(model: str) -> Contract:
     """The contract of ``evaluation_scores_<model>``."""
-    return Contract(f"evaluation_scores_{model}", ScoreSchema, 2, f"per-unit evaluation scores of models/{model}")
+    return Contract(f"evaluation_scores_{model}", ScoreSchema, 3, f"per-unit evaluation scores of models/{model}")
 
 
 COMPLETIONS = {name: completions_contract(name) for name in MODELS}

@@ -62,7 +62,8 @@ COMPLETION = [{"id": "c1", "prompt": "Fenwick said to", "keywords": ["Brackwell"
               {"id": "c3", "prompt": "She opened the", "keywords": ["letter"]}]
 GENERAL = [{"id": "g1", "prompt": "It was a bright cold day in", "answer": " April", "kind": "general"},
            {"id": "n1", "prompt": "The river was cold and", "answer": " grey", "kind": "near"},
-           {"id": "n2", "prompt": "She read it", "answer": " twice", "kind": "near"}]
+           {"id": "n2", "prompt": "She read it", "answer": " twice", "kind": "near"},
+           {"id": "n3", "prompt": "The letter was signed by Mr.", "answer": " Quillby", "kind": "near"}]
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -151,7 +152,8 @@ def test_the_metrics_file_holds_every_headline_with_its_interval_and_no_timings(
     assert metrics["n"] | {"retain_tokens": 0} == {
         "familiarity": 4, "familiarity_trained": 2, "familiarity_untrained": 2, "familiarity_tier_known": 1,
         "familiarity_tier_detail": 2, "stories": 2, "stories_trained": 1,
-        "completion": 3, "general": 1, "near": 2, "verbatim_trained": metrics["n"]["verbatim_trained"],
+        "completion": 3, "general": 1, "near": 3, "general_in_dictionary": 0, "near_in_dictionary": 1,
+        "verbatim_trained": metrics["n"]["verbatim_trained"],
         "verbatim_untrained": metrics["n"]["verbatim_untrained"], "retain_windows": 3, "retain_tokens": 0,
         "training_blocks": 2}
     assert metrics["n"]["verbatim_trained"] >= 1 and metrics["n"]["verbatim_untrained"] >= 1
@@ -171,12 +173,22 @@ def test_scores_agree_with_the_core_functions_on_the_same_inputs(evaluated: Path
         assert row["trained"] == (probe["story"] == STORY_ONE) and row["tier"] == probe.get("tier", "")
         assert row["first_prob"] == pytest.approx(score.first_prob, rel=1e-4)
         assert row["top1"] == float(score.top1) and row["output"] == tokenizer.decode(score.greedy)
-    assert set(scores.loc[["g1", "n1", "n2"], "measure"]) == {"general", "near"}
+    assert set(scores.loc[["g1", "n1", "n2", "n3"], "measure"]) == {"general", "near"}
+    # the dictionary's key and its variant "Mr. Quillby" both reach into the answer " Quillby"
+    assert scores.loc["n3", "answer_terms"] == "Mr. Quillby; Quillby"
+    assert (scores.loc[["g1", "n1", "n2"], "answer_terms"] == "").all()
+    assert scores.loc["f2", "answer_terms"] == ""  # " Hall" completes no dictionary term
+    assert (scores.loc[scores["measure"].isin(["retain", "completion"]), "answer_terms"] == "").all()
+    assert metrics_near_outside(evaluated) == pytest.approx(scores.loc[["n1", "n2"], "top1"].mean())
     retain = scores[scores["measure"] == "retain"]
     assert len(retain) == 3 and (retain["tokens"] == 15).all()  # 16 tokens scored from the second on
     metrics = _metrics(evaluated)
     assert metrics["retain_perplexity"] == pytest.approx(np.exp(retain["nll"].sum() / retain["tokens"].sum()), rel=1e-5)
     assert metrics["familiarity_top1_rate"] == pytest.approx(scores.loc[[p["id"] for p in FAMILIARITY], "top1"].mean())
+
+
+def metrics_near_outside(root: Path) -> float:
+    return _metrics(root)["near_outside_dictionary_top1_rate"]
 
 
 def test_verbatim_windows_split_by_the_training_blocks(evaluated: Path):

@@ -43,7 +43,10 @@ def _scores(model: str, probs: np.ndarray, hits: np.ndarray, ranks: np.ndarray) 
              "rouge_l": float(h)} for i, (p, h, r) in enumerate(zip(probs, hits, ranks))]
     rows += [{"measure": "retain", "unit_id": f"r{i}", "story": "", "tier": "", "trained": False, "output": "",
               "nll": 30.0 + i, "tokens": 10.0} for i in range(8)]
+    rows += [{"measure": "near", "unit_id": f"n{i}", "story": "", "tier": "", "trained": False, "output": "",
+              "answer_terms": "Thames" if i == 0 else "", "top1": 1.0, "first_prob": 0.5} for i in range(4)]
     frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
+    frame["answer_terms"] = frame["answer_terms"].astype(object).fillna("")
     return frame.assign(model=model)
 
 
@@ -58,8 +61,9 @@ def evaluated(tmp_path: Path) -> Path:
               "unlearned": _scores("unlearned", probs * 0.5, hits * 0, np.full(80, 40.0))}
     for name, frame in frames.items():
         write_dataset(frame, scores_contract(name), stage="evaluate", root=tmp_path)
-        metrics = {"model": name, "familiarity_top1_rate": frame["top1"].mean(), "retain_perplexity": float(np.exp(3.35)),
-                   "familiarity_mean_prob": frame["first_prob"].mean(),
+        familiar = frame[frame["measure"] == "familiarity"]
+        metrics = {"model": name, "familiarity_top1_rate": familiar["top1"].mean(),
+                   "retain_perplexity": float(np.exp(3.35)), "familiarity_mean_prob": familiar["first_prob"].mean(),
                    "completion_grades": {"3": 1, "2": 0, "1": 0, "0": 9},
                    "n": {"familiarity": 80, "stories": 2, "stories_trained": 1},
                    "intervals": {"familiarity_top1_rate": {"low": 0.0, "high": 0.5},
@@ -80,6 +84,7 @@ def test_report_writes_values_changes_deltas_plot_data_and_figure(evaluated: Pat
     retain_row = [line for line in text.splitlines() if line.startswith("| retain perplexity")][-1]
     assert retain_row.rstrip(" |").endswith(report.NO_CHANGE)  # same retain scores: no change
     assert "Stories trained on: One Story." in text
+    assert "Probes answered by a forget-dictionary term" in text and "leave them out): n0 (Thames)." in text
     deltas = json.loads((evaluated / "metrics" / "evaluation_deltas.json").read_text())
     assert deltas["unlearned"]["familiarity_mean_prob"]["relative"] == pytest.approx(-0.5)
     assert deltas["unlearned"]["familiarity_top1_rate"]["delta"] == pytest.approx(-30 / 80)

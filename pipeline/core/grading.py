@@ -37,16 +37,20 @@ class TermMatcher:
         # A lookahead consumes nothing, so a term inside or overlapping another is still found.
         return re.compile(r"(?=(?<!\w)(" + "|".join(map(re.escape, terms)) + r")(?!\w))", flags)
 
+    def occurrences(self, text: str) -> list[tuple[str, int, int]]:
+        """Every occurrence in ``text`` as ``(term, start, end)``, in order of ``start`` (at each
+        position the longest term starting there, once per case rule)."""
+        found = []
+        if self._sensitive is not None:
+            found += [(m.group(1), m.start(), m.start() + len(m.group(1))) for m in self._sensitive.finditer(text)]
+        if self._insensitive is not None:
+            found += [(self._lower[m.group(1).lower()], m.start(), m.start() + len(m.group(1)))
+                      for m in self._insensitive.finditer(text)]
+        return sorted(found, key=lambda hit: hit[1])
+
     def find(self, text: str) -> list[str]:
         """The terms found in ``text``, each once, in order of first occurrence."""
-        found: dict[str, int] = {}
-        if self._sensitive is not None:
-            for m in self._sensitive.finditer(text):
-                found.setdefault(m.group(1), m.start())
-        if self._insensitive is not None:
-            for m in self._insensitive.finditer(text):
-                found.setdefault(self._lower[m.group(1).lower()], m.start())
-        return sorted(found, key=found.get)
+        return list(dict.fromkeys(term for term, _, _ in self.occurrences(text)))
 
     @staticmethod
     def occurs(term: str, text: str) -> bool:

@@ -32,7 +32,7 @@ VALUE_COLUMNS = ("top1", "first_prob", "first_logprob", "answer_prob", "rank", "
 p(first answer token)/p(whole answer), ``first_logprob`` the first one's natural log, ``rank`` of
 the first answer token, ``rouge_l`` of the greedy output, ``score`` of a graded completion
 (5/1/0), ``nll`` summed over ``tokens`` scored tokens, ``min_k`` (Min-K% Prob)."""
-UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "tier", "trained", "output", *VALUE_COLUMNS)
+UNIT_COLUMNS = ("model", "measure", "unit_id", "story", "tier", "answer_terms", "trained", "output", *VALUE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Headline:
     """One headline number: ``statistic`` of ``column`` over the units of ``measure``.
 
     ``trained`` keeps only units whose story was (True) or was not (False) trained on, ``tier``
-    only probes of that tier (:data:`schemas.evaluation.TIERS`); ``statistic`` is ``mean``,
+    only probes of that tier (:data:`schemas.evaluation.TIERS`), ``dictionary`` only probes whose
+    answer is (True) or is not (False) a forget-dictionary term (``answer_terms``); ``statistic`` is ``mean``,
     ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
     of ``measure``, the members, against the same column of ``against``); ``relative`` reports
     its change against the baseline as a fraction too; ``style`` formats it (``pct``, ``prob``, ``num``).
@@ -54,6 +55,7 @@ class Headline:
     statistic: str = "mean"
     trained: bool | None = None
     tier: str | None = None
+    dictionary: bool | None = None
     relative: bool = False
     against: str | None = None
 
@@ -103,9 +105,17 @@ HEADLINES = (
     Headline("general_top1_rate", "general knowledge: top-1 rate", "pct", "general", "top1"),
     Headline("general_mean_prob", "general knowledge: mean p(first answer token)", "prob", "general", "first_prob",
              relative=True),
+    Headline("general_outside_dictionary_top1_rate", "  general, answers outside the forget dictionary: top-1 rate",
+             "pct", "general", "top1", dictionary=False),
     Headline("near_top1_rate", "near-collateral: top-1 rate", "pct", "near", "top1"),
     Headline("near_mean_prob", "near-collateral: mean p(first answer token)", "prob", "near", "first_prob",
              relative=True),
+    Headline("near_outside_dictionary_top1_rate",
+             "  near-collateral, answers outside the forget dictionary: top-1 rate", "pct", "near", "top1",
+             dictionary=False),
+    Headline("near_outside_dictionary_mean_prob",
+             "  near-collateral, answers outside the forget dictionary: mean p(first answer token)", "prob", "near",
+             "first_prob", dictionary=False, relative=True),
     Headline("min_k_auc", "leakage: Min-K% AUC, forget text trained on vs never trained on", "prob",
              "verbatim_trained", "min_k", statistic="auc", against="verbatim_untrained"),
 )
@@ -142,6 +152,8 @@ def unit_rows(frame: pd.DataFrame, headline: Headline) -> list[pd.DataFrame]:
             rows = rows[rows["trained"] == headline.trained]
         if headline.tier is not None:
             rows = rows[rows["tier"] == headline.tier]
+        if headline.dictionary is not None:
+            rows = rows[(rows["answer_terms"] != "") == headline.dictionary]
         groups.append(rows.sort_values("unit_id", kind="stable"))
     return groups
 

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.grading import TermMatcher
 from pipeline.errors import PipelineError
 from schemas.evaluation import TIERS
 
@@ -120,3 +121,19 @@ def parse_probes(text: str, kind: str, *, source: str) -> list[Probe]:
 def parse_terms(text: str) -> list[str]:
     """One term a line; blank lines and ``#`` comments skipped."""
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def answer_terms(probe: Probe, terms: TermMatcher) -> list[str]:
+    """The terms of ``terms`` that the probe's
+    answer says or completes: whole-word occurrences in ``prompt + answer`` that reach into the
+    answer's text, in order ("Scotland" + " Yard" completes "Scotland Yard"; " Hugo" says "Hugo").
+
+    The evaluation reads general and near-collateral probes answered by a forget-dictionary term
+    apart: the fine-tune was asked to forget that term in the corpus's contexts, so losing it
+    elsewhere is collateral of the dictionary's scope, not of the method's generalisation.
+    """
+    if not probe.answer or not probe.answer.strip():
+        return []
+    text = probe.prompt + probe.answer
+    answer_start = len(probe.prompt) + len(probe.answer) - len(probe.answer.lstrip())
+    return list(dict.fromkeys(term for term, _, end in terms.occurrences(text) if end > answer_start))

@@ -48,6 +48,14 @@ def test_term_matcher_finds_each_term_once_in_order():
     assert TermMatcher([]).find("anything") == []
 
 
+def test_term_matcher_occurrences_give_every_span_in_order():
+    matcher = TermMatcher(["Baker Street", "Baker", "fog"])
+    text = "Fog over Baker Street; Baker again."
+    hits = matcher.occurrences(text)
+    assert hits == [("fog", 0, 3), ("Baker Street", 9, 21), ("Baker", 23, 28)]
+    assert all(text[start:end].lower() == term.lower() for term, start, end in hits)
+
+
 def test_grading_terms_genre_wins_and_common_anchors_are_weak():
     zipf = {"Watson": 4.18, "Murphy": 4.13, "Moriarty": 2.98, "Scotland Yard": 3.5, "New York": 5.3,
             "Baskerville Hall": 1.0}.get

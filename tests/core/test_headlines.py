@@ -14,7 +14,7 @@ from pipeline.core.headlines import (
 
 
 def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float], general: list[float],
-           trained: list[bool] | None = None) -> pd.DataFrame:
+           trained: list[bool] | None = None, near: list[tuple[float, str]] = ()) -> pd.DataFrame:
     rows = []
     trained = trained or [False] * len(top1)
     for i, (hit, p, is_trained) in enumerate(zip(top1, prob, trained)):
@@ -25,10 +25,14 @@ def _frame(model: str, *, top1: list[float], prob: list[float], nll: list[float]
                      "rouge_l": hit})
     for i, hit in enumerate(general):
         rows.append({"measure": "general", "unit_id": f"g{i:02d}", "top1": hit, "first_prob": 0.5})
+    for i, (hit, terms) in enumerate(near):
+        rows.append({"measure": "near", "unit_id": f"n{i:02d}", "top1": hit, "first_prob": 0.1 + 0.8 * hit,
+                     "answer_terms": terms})
     for i, value in enumerate(nll):
         rows.append({"measure": "retain", "unit_id": f"r{i:02d}", "nll": value, "tokens": 10.0})
     frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
     return frame.assign(model=model, story=frame["story"].fillna(""), tier=frame["tier"].fillna(""),
+                        answer_terms=frame["answer_terms"].astype(object).fillna(""),
                         trained=frame["trained"].fillna(False).astype(bool), output="")
 
 
@@ -99,8 +103,27 @@ def test_the_known_subset_is_chosen_by_the_baseline_and_read_on_any_model():
                          n_resamples=10)["known_familiarity_mean_prob"] is None  # an empty subset: no number
 
 
+def test_probes_answered_by_a_dictionary_term_are_read_apart():
+    # 20 near probes the baseline knows; 4 answer with a dictionary term. The other model loses
+    # those 4 and one more: near-collateral counts all five, the outside-dictionary rows one.
+    terms = ["Thames"] * 4 + [""] * 16
+    base = _frame("baseline", top1=[1.0], prob=[0.5], nll=[30.0], general=[1.0], near=[(1.0, t) for t in terms])
+    lost = _frame("unlearned", top1=[1.0], prob=[0.5], nll=[30.0], general=[1.0],
+                  near=[(0.0 if i < 5 else 1.0, t) for i, t in enumerate(terms)])
+    deltas = paired_deltas(lost, base, n_resamples=300)
+    assert deltas["near_top1_rate"].absolute.estimate == pytest.approx(-5 / 20) and deltas["near_top1_rate"].n == 20
+    outside = deltas["near_outside_dictionary_top1_rate"]
+    assert outside.absolute.estimate == pytest.approx(-1 / 16) and outside.n == 16
+    assert deltas["near_outside_dictionary_mean_prob"].relative.estimate == pytest.approx(-0.8 / 0.9 / 16)
+    values = headline_intervals(base, n_resamples=100)
+    assert values["near_outside_dictionary_top1_rate"].estimate == 1.0
+    assert values["general_outside_dictionary_top1_rate"].estimate == 1.0  # no general probe flagged
+
+
 def test_headlines_name_existing_columns_and_measures():
     for headline in (*HEADLINES, *KNOWN_HEADLINES):
         assert headline.statistic in {"mean", "perplexity", "auc"}
         assert headline.statistic == "perplexity" or headline.column in UNIT_COLUMNS
     assert BY_KEY["min_k_auc"].against == "verbatim_untrained"
+    labels = [h.label.strip() for h in (*HEADLINES, *KNOWN_HEADLINES)]
+    assert len(set(labels)) == len(labels)  # the report's rows and README's results are found by label

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.probes import Probe, ProbeError, parse_probes, parse_terms
+from pipeline.core.grading import TermMatcher
+from pipeline.core.probes import Probe, ProbeError, answer_terms, parse_probes, parse_terms
 
 
 def test_each_kind_parses_into_probes():
@@ -66,3 +67,20 @@ def test_every_bad_line_is_reported_at_once():
 
 def test_terms_skip_blank_lines_and_comments():
     assert parse_terms("# genre\ndetective\n\n  Scotland Yard \n  # indented comment\n") == ["detective", "Scotland Yard"]
+
+
+DICTIONARY = TermMatcher(["Scotland Yard", "Thames", "Hugo", "Mason", "moor"])
+
+
+@pytest.mark.parametrize("prompt, answer, terms", [
+    ("The river through London is the", " Thames", ["Thames"]),            # the answer is a term
+    ("The police of London are called Scotland", " Yard", ["Scotland Yard"]),  # it completes one
+    ("Victor", " Hugo wrote it", ["Hugo"]),                                  # a term inside the answer
+    ("Across the", " Moor", ["moor"]),                                        # lower-case terms: any case
+    ("Hugo wrote of the", " sea", []),                                        # a term only in the prompt
+    ("The mason laid the", " Masonry", []),                                   # a name: case and whole word
+    ("Perry", " ", []),                                                       # no answer text
+])
+def test_answer_terms_are_the_dictionary_terms_the_answer_says_or_completes(prompt: str, answer: str,
+                                                                            terms: list[str]):
+    assert answer_terms(Probe("n1", prompt, answer, kind="near"), DICTIONARY) == terms
