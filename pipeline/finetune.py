@@ -13,7 +13,8 @@ pin changes the ``finetune`` params, so DVC reruns the stage either way).
 Objective (:class:`pipeline.core.losses.UnlearningLoss`), per forget micro-batch:
 
 * the generic-target term on every position with ``loss_mask`` 1: ``finetune.label_type``
-  ``soft`` (default: KL from the stored top-k generic distribution, renormalised, to the model;
+  ``soft`` (default: KL from the stored top-k generic distribution to the model, the top-k
+  renormalised or the rest of its mass kept as one outcome, ``soft_tail``;
   WHP+ found soft targets fabricate less, and the reference run here lost less retain
   perplexity with them: 45.8 vs 67.3), ``hard`` (cross-entropy to the generic argmax, the
   paper) or ``mixed`` (``hard + soft_weight * soft``);
@@ -187,12 +188,13 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
         reference = AdaptersOff(model) if section.lora is not None else processes.frozen(
             load_model(baseline, dtype=processes.frozen_dtype, device=processes.load_device), offload=retain.offload)
     loss_fn = UnlearningLoss(
-        label_type=section.label_type, soft_weight=section.soft_weight,
+        label_type=section.label_type, soft_weight=section.soft_weight, soft_tail=section.soft_tail,
         retain_kind=retain.kind if uses_retain else "none", retain_weight=retain.weight if uses_retain else 0.0,
         reference=reference,
     )
     objective = {
         "label_type": section.label_type, "soft_weight": section.soft_weight,
+        **({"soft_tail": section.soft_tail} if section.label_type != "hard" else {}),
         # offload changes where the baseline's weights wait, not what is computed
         "retain": retain.model_dump(mode="json", exclude={"offload"}) if uses_retain else {"kind": "none"},
     }
@@ -279,7 +281,8 @@ def model_card(provenance: dict) -> str:
         "## Objective",
         "",
         f"- generic targets: `{objective['label_type']}`"
-        + (f" (hard + {objective['soft_weight']} x soft)" if objective["label_type"] == "mixed" else ""),
+        + (f" (hard + {objective['soft_weight']} x soft)" if objective["label_type"] == "mixed" else "")
+        + (f", the mass outside the top-k: `{objective['soft_tail']}`" if "soft_tail" in objective else ""),
         f"- retain term: {retain_text}",
         f"- trained: {adapted}",
         "",

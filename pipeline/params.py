@@ -357,6 +357,10 @@ class FinetuneParams(TrainingParams):
     argmax (the paper); ``mixed``: hard + soft_weight * soft."""
     soft_weight: float = Field(default=1.0, ge=0)
     """Weight of the soft term in ``mixed``."""
+    soft_tail: Literal["keep", "renormalise"] = "renormalise"
+    """What the soft term does with the generic mass outside the stored top-k: ``renormalise``
+    the top-k to 1 (it also drains the model's tail at every position), or ``keep`` it as one
+    more outcome (a true KL to the generic distribution). pipeline.core.losses.soft_label_loss."""
     learning_rate: float = Field(default=2e-5, gt=0)
     retain: FinetuneRetainParams = FinetuneRetainParams()
 

@@ -107,6 +107,7 @@ def test_a_run_writes_a_loadable_model_with_its_card(tmp_path: Path, tiny_model_
     card = (output / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\nlibrary_name: transformers")
     assert content_sha in card and "`workspace`" in card and "label_type: soft" in card
+    assert "the mass outside the top-k: `renormalise`" in card
     assert "optimiser steps | 4 |" in card and "retain term: `kl` x 1.0 on 4 retain blocks" in card
     provenance = json.loads((output / "whp_model.json").read_text(encoding="utf-8"))
     assert provenance["dataset"] == {"version": "workspace", "commit": None, "content_sha256": content_sha, "rows": 4}

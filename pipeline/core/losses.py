@@ -31,6 +31,7 @@ from schemas.dataset import IGNORE
 
 LabelType = Literal["hard", "soft", "mixed"]
 RetainKind = Literal["kl", "lm", "none"]
+SoftTail = Literal["keep", "renormalise"]
 
 
 def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -52,31 +53,50 @@ def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tens
 
 
 def soft_label_loss(
-    logits: torch.Tensor, top_ids: torch.Tensor, top_probs: torch.Tensor, mask: torch.Tensor,
+    logits: torch.Tensor, top_ids: torch.Tensor, top_probs: torch.Tensor, mask: torch.Tensor, *,
+    tail: SoftTail = "renormalise",
 ) -> tuple[torch.Tensor, int]:
     """KL(p || q) from the stored top-k generic distribution to the model (WHP+ soft targets).
 
-    ``p`` is ``top_probs`` renormalised to sum to 1 over its ``k`` ids (the stored top-k hold
-    most, not all, of the generic distribution's mass); ``q`` is the model's softmax over the
-    whole vocabulary. Per position ``KL = sum_k p_k (log p_k - log q[top_ids_k])`` (a ``p_k``
-    of 0 contributes 0). The entropy term carries no gradient but makes the value a true KL
-    (0 when the model matches ``p`` on those ids and puts nothing elsewhere).
+    ``top_probs`` are the generic distribution's probabilities of its ``k`` most likely ids; the
+    rest of its mass (``1 - sum(top_probs)``, a quarter on average at k = 32, most of it where the
+    distribution is flat) is not stored. ``tail`` says what the target does with it:
+
+    * ``keep``: the rest is one more outcome, the *tail*: ``p_tail = 1 - sum_k p_k`` against the
+      model's mass outside the ``k`` ids, ``q_tail``. Per position
+      ``KL = sum_k p_k (log p_k - log q_k) + p_tail (log p_tail - log q_tail)``: 0 when the model
+      *is* the generic distribution, so nothing but the generic shift is taught.
+    * ``renormalise`` (the default): ``p`` rescaled to sum to 1 over the ``k`` ids. Its minimum puts no mass outside the ``k`` ids, so at every position it drains
+      the model's tail, where rare continuations live (a surname after an unfamiliar first
+      name), towards the frequent tokens that fill the top-k of a flat distribution (a comma,
+      "and", "in"); a model equal to the generic distribution still has a positive loss.
+
+    ``q`` is the model's softmax over the whole vocabulary. The entropy terms carry no gradient
+    but make the value a true KL (a ``p`` of 0 contributes 0).
 
     Args:
         logits: ``[b, t, V]``.
-        top_ids: ``[b, t, k]`` token ids; top_probs: ``[b, t, k]`` their probabilities.
+        top_ids: ``[b, t, k]`` token ids (distinct per position); top_probs: ``[b, t, k]`` their probabilities.
         mask: ``[b, t]`` bool, positions that count (attention and ``loss_mask``).
+        tail: ``keep`` or ``renormalise``.
 
     Returns:
         ``(sum of the per-position KL over counted positions, count)``.
     """
+    if tail not in ("keep", "renormalise"):
+        raise ValueError(f"unknown soft tail {tail!r} (keep or renormalise)")
     keep = mask.bool()
     log_q = F.log_softmax(logits[keep].float(), dim=-1)  # [n, V]
     probs = top_probs[keep].float()  # [n, k]
-    p = probs / probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    log_q_top = log_q.gather(-1, top_ids[keep].long())  # [n, k]
-    loss_sum = (torch.xlogy(p, p) - p * log_q_top).sum()
-    return loss_sum, int(keep.sum())
+    ids = top_ids[keep].long()
+    log_q_top = log_q.gather(-1, ids)  # [n, k]
+    if tail == "renormalise":
+        p = probs / probs.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        return (torch.xlogy(p, p) - p * log_q_top).sum(), int(keep.sum())
+    p_tail = (1 - probs.sum(dim=-1)).clamp_min(0)  # [n]; float error can take the sum a hair over 1
+    log_q_tail = torch.logsumexp(log_q.scatter(-1, ids, float("-inf")), dim=-1)  # [n]
+    top = (torch.xlogy(probs, probs) - probs * log_q_top).sum()
+    return top + (torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail).sum(), int(keep.sum())
 
 
 def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -100,9 +120,10 @@ def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, mask: 
 
 def forget_loss(
     logits: torch.Tensor, batch: dict[str, torch.Tensor], *, label_type: LabelType, soft_weight: float = 1.0,
+    soft_tail: SoftTail = "renormalise",
 ) -> tuple[torch.Tensor, int]:
     """The generic-target term on forget blocks: ``hard``, ``soft``, or ``mixed`` =
-    ``hard + soft_weight * soft``.
+    ``hard + soft_weight * soft`` (``soft_tail``: :func:`soft_label_loss`'s ``tail``).
 
     ``batch`` holds ``attention_mask`` and ``loss_mask`` ``[b, t]`` and, as ``label_type``
     needs, ``labels [b, t]``, ``top_ids``/``top_probs [b, t, k]``. For ``mixed`` the count is
@@ -112,7 +133,7 @@ def forget_loss(
     mask = batch["attention_mask"].bool() & batch["loss_mask"].bool()
     if label_type == "hard":
         return hard_label_loss(logits, batch["labels"], mask)
-    soft_sum, n = soft_label_loss(logits, batch["top_ids"], batch["top_probs"], mask)
+    soft_sum, n = soft_label_loss(logits, batch["top_ids"], batch["top_probs"], mask, tail=soft_tail)
     if label_type == "soft":
         return soft_sum, n
     if label_type == "mixed":
@@ -143,6 +164,8 @@ class UnlearningLoss:
 
     Args:
         label_type: ``hard``, ``soft`` or ``mixed``; soft_weight: the soft term's weight in ``mixed``.
+        soft_tail: what the soft term does with the generic mass outside the stored top-k
+            (:func:`soft_label_loss`).
         retain_kind: ``kl`` (KL(reference || model), needs ``reference``), ``lm`` (next-token
             cross-entropy on the retain ids) or ``none``.
         retain_weight: 0 switches the retain term (and its forward passes) off.
@@ -155,6 +178,7 @@ class UnlearningLoss:
 
     label_type: LabelType = "soft"
     soft_weight: float = 1.0
+    soft_tail: SoftTail = "renormalise"
     retain_kind: RetainKind = "none"
     retain_weight: float = 0.0
     reference: torch.nn.Module | Callable[..., Any] | None = None
@@ -162,12 +186,18 @@ class UnlearningLoss:
     def __post_init__(self) -> None:
         if self.label_type not in ("hard", "soft", "mixed"):
             raise ValueError(f"unknown label_type {self.label_type!r} (hard, soft or mixed)")
+        if self.soft_tail not in ("keep", "renormalise"):
+            raise ValueError(f"unknown soft tail {self.soft_tail!r} (keep or renormalise)")
         if self.retain_kind not in ("kl", "lm", "none"):
             raise ValueError(f"unknown retain kind {self.retain_kind!r} (kl, lm or none)")
         if self.retain_kind == "kl" and self.retain_weight > 0 and self.reference is None:
             raise ValueError("retain kind 'kl' needs a reference model")
         if isinstance(self.reference, torch.nn.Module):
             self.reference.eval().requires_grad_(False)
+
+    @property
+    def _forget_options(self) -> dict[str, Any]:
+        return {"label_type": self.label_type, "soft_weight": self.soft_weight, "soft_tail": self.soft_tail}
 
     @property
     def uses_retain(self) -> bool:
@@ -194,7 +224,7 @@ class UnlearningLoss:
         ids, attention = batch["input_ids"], batch["attention_mask"]
         if not self.uses_retain:
             logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
-            loss_sum, n = forget_loss(logits, batch, label_type=self.label_type, soft_weight=self.soft_weight)
+            loss_sum, n = forget_loss(logits, batch, **self._forget_options)
             return loss_sum, n, {"forget_loss": loss_sum.item()}
         if "retain_input_ids" not in batch:
             raise ValueError("the retain term is on but the micro-batch has no retain_input_ids")
@@ -203,9 +233,7 @@ class UnlearningLoss:
         both_ids, both_attention = stack_right_padded([ids, retain_ids]), stack_right_padded([attention, retain_attention])
         logits = model(input_ids=both_ids, attention_mask=both_attention, use_cache=False).logits
         b, t, t_retain = ids.shape[0], ids.shape[1], retain_ids.shape[1]
-        forget_sum, forget_n = forget_loss(
-            logits[:b, :t], batch, label_type=self.label_type, soft_weight=self.soft_weight
-        )
+        forget_sum, forget_n = forget_loss(logits[:b, :t], batch, **self._forget_options)
         retain_logits = logits[b:, :t_retain]
         if self.retain_kind == "lm":
             retain_sum, retain_n = next_token_loss(retain_logits, retain_ids, retain_attention)

@@ -41,11 +41,11 @@ def test_hard_labels_are_cross_entropy_at_the_same_position_without_shift():
     assert n == 1 and loss.item() == pytest.approx(-_log_softmax(LOGITS[0, 0])[1], rel=1e-6)
 
 
-def test_soft_labels_renormalise_the_top_k_and_use_the_full_softmax():
+def test_soft_labels_renormalised_over_the_top_k_use_the_full_softmax():
     top_ids = _t([[[1, 0], [2, 3], [0, 2]]], torch.long)
     top_probs = np.array([[[0.6, 0.2], [0.5, 0.0], [0.3, 0.3]]])  # sums 0.8, 0.5, 0.6: renormalised
     mask = _t([[1, 0, 1]], torch.bool)  # position 1 masked out
-    loss, n = soft_label_loss(_t(LOGITS), top_ids, _t(top_probs), mask)
+    loss, n = soft_label_loss(_t(LOGITS), top_ids, _t(top_probs), mask, tail="renormalise")
 
     expected = 0.0
     for i in (0, 2):
@@ -59,8 +59,44 @@ def test_soft_labels_renormalise_the_top_k_and_use_the_full_softmax():
     assert loss.item() == pytest.approx(p0 + p2, rel=1e-6)
 
     # a zero probability contributes nothing (and no NaN): position 1 alone
-    loss, n = soft_label_loss(_t(LOGITS), top_ids, _t(top_probs), _t([[0, 1, 0]], torch.bool))
+    loss, n = soft_label_loss(_t(LOGITS), top_ids, _t(top_probs), _t([[0, 1, 0]], torch.bool), tail="renormalise")
     assert n == 1 and loss.item() == pytest.approx(-_log_softmax(LOGITS[0, 1])[2], rel=1e-6)
+
+
+def test_soft_labels_keep_the_mass_outside_the_top_k_as_one_outcome():
+    top_ids = _t([[[1, 0], [2, 3], [0, 2]]], torch.long)
+    top_probs = np.array([[[0.6, 0.2], [0.5, 0.0], [0.3, 0.3]]])  # tails 0.2, 0.5, 0.4
+    mask = _t([[1, 1, 1]], torch.bool)
+    loss, n = soft_label_loss(_t(LOGITS), top_ids, _t(top_probs), mask, tail="keep")
+    expected = 0.0
+    for i in range(3):
+        log_q = _log_softmax(LOGITS[0, i])
+        ids, probs = np.asarray(top_ids[0, i]), top_probs[0, i]
+        rest = [v for v in range(4) if v not in ids]
+        p_tail, log_q_tail = 1 - probs.sum(), math.log(np.exp(log_q[rest]).sum())
+        expected += sum(pk * (math.log(pk) - log_q[v]) for pk, v in zip(probs, ids) if pk > 0)
+        expected += p_tail * (math.log(p_tail) - log_q_tail)
+    assert n == 3 and loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_model_equal_to_the_generic_distribution_has_no_soft_loss_only_if_the_tail_is_kept():
+    # the generic distribution over 6 tokens, its top 3 stored: a quarter of its mass is outside
+    generic = np.array([0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
+    logits, ids, mask = _t(np.log(generic)[None, None]), _t([[[0, 1, 2]]], torch.long), _t([[1]], torch.bool)
+    probs = _t([[[0.4, 0.2, 0.15]]])
+    kept, _ = soft_label_loss(logits, ids, probs, mask, tail="keep")
+    assert abs(kept.item()) < 1e-6
+    renormalised, _ = soft_label_loss(logits, ids, probs, mask, tail="renormalise")
+    assert renormalised.item() == pytest.approx(-math.log(0.75), rel=1e-5)  # log(1 / top-3 mass) > 0
+    # ...and its gradient drains the tail: it raises the top-3 logits against the other three
+    logits.requires_grad_(True)
+    soft_label_loss(logits, ids, probs, mask, tail="renormalise")[0].backward()
+    assert (logits.grad[0, 0, 3:] > 0).all() and logits.grad[0, 0, :3].sum() < 0
+    logits.grad = None
+    soft_label_loss(logits, ids, probs, mask, tail="keep")[0].backward()
+    assert logits.grad.abs().max() < 1e-6
+    with pytest.raises(ValueError, match="soft tail"):
+        soft_label_loss(logits, ids, probs, mask, tail="bucket")
 
 
 def test_soft_loss_is_zero_when_the_model_matches_the_targets():
@@ -116,8 +152,10 @@ def _tiny_batch(vocab: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, vocab, (2, 6), generator=generator)
     attention = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
-    top_ids = torch.randint(0, vocab, (2, 6, 3), generator=generator)
+    # like the stored targets: 3 distinct ids a position, holding part of the mass (0.5 to 0.9)
+    top_ids = torch.stack([torch.randperm(vocab, generator=generator)[:3] for _ in range(12)]).view(2, 6, 3)
     top_probs = torch.rand(2, 6, 3, generator=generator)
+    top_probs = top_probs / top_probs.sum(-1, keepdim=True) * (0.5 + 0.4 * torch.rand(2, 6, 1, generator=generator))
     return {
         "input_ids": ids * attention, "attention_mask": attention,
         "loss_mask": torch.tensor([[0, 1, 1, 0, 1, 1], [1, 1, 1, 1, 0, 0]]),
@@ -137,10 +175,12 @@ def test_objective_on_a_tiny_model_against_numpy(tiny):
     positions = [(b, i) for b in range(2) for i in range(6) if attention[b, i] and loss_mask[b, i]]
 
     hard = sum(-_log_softmax(forget_logits[b, i])[labels[b, i]] for b, i in positions)
-    soft = 0.0
+    soft, soft_kept = 0.0, 0.0  # renormalised (the default), and with the mass outside the top 3 kept
     for b, i in positions:
-        p = top_probs[b, i] / top_probs[b, i].sum()
-        soft += float(np.sum(p * (np.log(p) - _log_softmax(forget_logits[b, i])[top_ids[b, i]])))
+        p, log_q = top_probs[b, i], _log_softmax(forget_logits[b, i])
+        soft += float(np.sum(p / p.sum() * (np.log(p / p.sum()) - log_q[top_ids[b, i]])))
+        p_tail, log_q_tail = 1 - p.sum(), np.log(1 - np.exp(log_q[top_ids[b, i]]).sum())
+        soft_kept += float(np.sum(p * (np.log(p) - log_q[top_ids[b, i]])) + p_tail * (np.log(p_tail) - log_q_tail))
     retain_attention, retain_ids = batch["retain_attention_mask"].numpy(), batch["retain_input_ids"].numpy()
     lm_terms = [-_log_softmax(retain_logits[b, i])[retain_ids[b, i + 1]]
                 for b in range(2) for i in range(7) if retain_attention[b, i] and retain_attention[b, i + 1]]
@@ -150,6 +190,13 @@ def test_objective_on_a_tiny_model_against_numpy(tiny):
     assert n == len(positions) == 8 and loss.item() == pytest.approx(hard, rel=1e-4)
     loss, n = UnlearningLoss(label_type="soft")(tiny, batch)
     assert loss.item() == pytest.approx(soft, rel=1e-4)
+    loss, n = UnlearningLoss(label_type="soft", soft_tail="keep")(tiny, batch)
+    assert loss.item() == pytest.approx(soft_kept, rel=1e-4) and abs(soft_kept - soft) > 0.1
+    loss, _ = UnlearningLoss(label_type="soft", soft_tail="keep", retain_kind="kl", retain_weight=3.0, reference=tiny)(
+        tiny, batch)
+    assert loss.item() == pytest.approx(soft_kept, rel=1e-4)  # the retain path reads soft_tail too
+    with pytest.raises(ValueError, match="soft tail"):
+        UnlearningLoss(soft_tail="drop")
     loss, n = UnlearningLoss(label_type="mixed", soft_weight=2.0)(tiny, batch)
     assert loss.item() == pytest.approx(hard + 2.0 * soft, rel=1e-4)
     # retain lm: its mean per retain position, times the forget positions, times the weight
