@@ -41,8 +41,8 @@ class Headline:
 
     ``trained`` keeps only units whose story was (True) or was not (False) trained on, ``tier``
     only probes of that tier (:data:`schemas.evaluation.TIERS`), ``dictionary`` only probes whose
-    answer is (True) or is not (False) a forget-dictionary term (``answer_terms``); ``statistic`` is ``mean``,
-    ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
+    answer is (True) or is not (False) a forget-dictionary term (``answer_terms``);
+    ``statistic`` is ``mean``, ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
     of ``measure``, the members, against the same column of ``against``); ``relative`` reports
     its change against the baseline as a fraction too; ``style`` formats it (``pct``, ``prob``, ``num``).
     """

@@ -66,17 +66,19 @@ def soft_label_loss(
       model's mass outside the ``k`` ids, ``q_tail``. Per position
       ``KL = sum_k p_k (log p_k - log q_k) + p_tail (log p_tail - log q_tail)``: 0 when the model
       *is* the generic distribution, so nothing but the generic shift is taught.
-    * ``renormalise`` (the default): ``p`` rescaled to sum to 1 over the ``k`` ids. Its minimum puts no mass outside the ``k`` ids, so at every position it drains
-      the model's tail, where rare continuations live (a surname after an unfamiliar first
-      name), towards the frequent tokens that fill the top-k of a flat distribution (a comma,
-      "and", "in"); a model equal to the generic distribution still has a positive loss.
+    * ``renormalise`` (the default): ``p`` rescaled to sum to 1 over the ``k`` ids. Its minimum
+      puts no mass outside the ``k`` ids, so at every position it drains the model's tail, where
+      rare continuations live (a surname after an unfamiliar first name), towards the frequent
+      tokens that fill the top-k of a flat distribution (a comma, "and", "in"); a model equal to
+      the generic distribution still has a positive loss.
 
     ``q`` is the model's softmax over the whole vocabulary. The entropy terms carry no gradient
     but make the value a true KL (a ``p`` of 0 contributes 0).
 
     Args:
         logits: ``[b, t, V]``.
-        top_ids: ``[b, t, k]`` token ids (distinct per position); top_probs: ``[b, t, k]`` their probabilities.
+        top_ids: ``[b, t, k]`` token ids, distinct at a position; top_probs: ``[b, t, k]`` their
+            probabilities.
         mask: ``[b, t]`` bool, positions that count (attention and ``loss_mask``).
         tail: ``keep`` or ``renormalise``.
 

@@ -124,14 +124,12 @@ def parse_terms(text: str) -> list[str]:
 
 
 def answer_terms(probe: Probe, terms: TermMatcher) -> list[str]:
-    """The terms of ``terms`` that the probe's
-    answer says or completes: whole-word occurrences in ``prompt + answer`` that reach into the
-    answer's text, in order ("Scotland" + " Yard" completes "Scotland Yard"; " Hugo" says "Hugo").
-
-    The evaluation reads general and near-collateral probes answered by a forget-dictionary term
-    apart: the fine-tune was asked to forget that term in the corpus's contexts, so losing it
-    elsewhere is collateral of the dictionary's scope, not of the method's generalisation.
-    """
+    """The terms of ``terms`` that the probe's answer says or completes: whole-word occurrences
+    in ``prompt + answer`` that reach into the answer's text, in order ("Scotland" + " Yard"
+    completes "Scotland Yard"; " Hugo" says "Hugo")."""
+    # The evaluation reads general and near-collateral probes answered by a forget-dictionary
+    # term apart: the fine-tune was asked to forget that term in the corpus's contexts, so losing
+    # it elsewhere is a cost of the dictionary's scope, not of the method's reach.
     if not probe.answer or not probe.answer.strip():
         return []
     text = probe.prompt + probe.answer
