@@ -49,7 +49,9 @@ def test_translation_replaces_every_anchor_and_alignment_is_consistent(built: Pa
                 assert 0 <= j < len(row.translated_ids)
         kept = [j for j in row.alignment if j != DROPPED]
         assert kept == sorted(kept)  # alignment is monotone
-        assert len(row.used_positions) == len(row.anchors) == len(row.used_token_ids)
+        # rule 2: at most one entry per translation, each the translated token at its position
+        assert len(row.used_positions) == len(row.used_token_ids) <= len(row.anchors)
+        assert [row.translated_ids[p] for p in row.used_positions] == list(row.used_token_ids)
 
 
 def test_worlds_are_seeded_per_block_and_recorded(built: Path):

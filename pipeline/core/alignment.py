@@ -20,8 +20,10 @@ For a block of original text:
      its translation (its output predicts the token after the anchor);
    * consistency rule 1: from the second occurrence of an anchor in the block on, the position
      that predicts the anchor's first token is dropped.
-3. :func:`used_translations` lists, per translated position, the first token of each
-   translation already used (consistency rule 2 is applied to the logits by the labels stage).
+3. :func:`used_translations` lists, per translation, the token that names it (the first token
+   of its first word that differs from the anchor's, when that token is the whole word) and
+   the translated position from which on it is used (consistency rule 2 is applied to the
+   logits by the labels stage).
 """
 
 from __future__ import annotations
@@ -182,11 +184,35 @@ def align(
 def used_translations(
     translated_offsets: Sequence[tuple[int, int]], translated_ids: Sequence[int], replacements: Sequence[Replacement]
 ) -> list[tuple[int, int]]:
-    """``(position, token id)``: the first token of each translation and the translated position
-    from which on it counts as used (consistency rule 2 suppresses it at later positions)."""
+    """``(position, token id)`` per replacement: the token that names its translation and the
+    translated position from which on it counts as used (consistency rule 2 suppresses that
+    token at later positions).
+
+    The token is the first of the first word where translation and occurrence differ ("Bligh"
+    of "Sir Archer" -> "Sir Bligh", not "Sir"), and only when it spans that whole word: a
+    prefix token (" A" of " Aitken") starts countless other words, and suppressing it would
+    take the article "A" from every later position. Such a replacement has no entry.
+    """
     used = []
     for r in replacements:
-        first = next((j for j, (s, e) in enumerate(translated_offsets) if e > r.t_start), None)
-        if first is not None:
+        word_start, word_end = first_differing_word(r.surface, r.translation)
+        if word_start is None:
+            continue
+        start, end = r.t_start + word_start, r.t_start + word_end
+        first = next((j for j, (_, e) in enumerate(translated_offsets) if e > start), None)
+        if first is not None and translated_offsets[first][1] >= end:
             used.append((first, translated_ids[first]))
     return used
+
+
+def first_differing_word(surface: str, translation: str) -> tuple[int | None, int | None]:
+    """Character span, within ``translation``, of its first whitespace-separated word that
+    differs from the word at the same place in ``surface`` (``(None, None)`` when none does)."""
+    original = surface.split()
+    position = 0
+    for k, word in enumerate(translation.split()):
+        position = translation.index(word, position)
+        if k >= len(original) or original[k] != word:
+            return position, position + len(word)
+        position += len(word)
+    return None, None

@@ -246,7 +246,7 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
     figure, panels = plt.subplots(1, len(KEPT), figsize=(6 * len(KEPT), 4.5), squeeze=False)
     for axes, (y_key, better) in zip(panels[0], KEPT.items()):
         points = [(_number(r.get(FORGOTTEN)), _number(r.get(y_key))) for r in rows]
-        plotted = [p for p in points if None not in p]
+        extent = _extent([p for p in points if None not in p])
         placed: list[tuple[float, float]] = []
         for row, (x, y) in zip(rows, points):
             if x is None or y is None:
@@ -255,7 +255,7 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
             axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
                          s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
             # A label next to another point's label goes below its point, so the two stay legible.
-            crowded = _near_any((x, y), placed, plotted)
+            crowded = _near_any((x, y), placed, extent)
             placed.append((x, y))
             axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, -9 if crowded else 2),
                           textcoords="offset points")
@@ -272,12 +272,17 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
     tmp.replace(path)
 
 
-def _near_any(point: tuple[float, float], placed: list[tuple[float, float]], every: list[tuple[float, float]],
+def _extent(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """A panel's width and height over its plotted points (1 where they span nothing)."""
+    xs, ys = [p[0] for p in points] or [0.0], [p[1] for p in points] or [0.0]
+    return (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+
+
+def _near_any(point: tuple[float, float], placed: list[tuple[float, float]], extent: tuple[float, float],
               *, x_fraction: float = 0.3, y_fraction: float = 0.04) -> bool:
     """Whether a placed point's label could run into ``point``'s: within ``y_fraction`` of the
-    panel's y range and ``x_fraction`` of its x range (labels are long and run to the right)."""
-    xs, ys = [p[0] for p in every], [p[1] for p in every]
-    width, height = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    panel's height and ``x_fraction`` of its width (labels are long and run to the right)."""
+    width, height = extent
     return any(abs(point[0] - x) <= x_fraction * width and abs(point[1] - y) <= y_fraction * height for x, y in placed)
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.alignment import DROPPED, align, choose_world, shift_position, translate, used_translations
+from pipeline.core.alignment import (
+    DROPPED, Replacement, align, choose_world, first_differing_word, shift_position, translate, used_translations,
+)
 from pipeline.core.anchor_match import AnchorMatcher
 
 TRANSLATIONS = {
@@ -146,15 +148,65 @@ def test_partial_anchor_at_the_block_edge_is_dropped():
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_used_translations_point_at_each_translations_first_token(name, request):
+def test_used_translations_point_at_each_translations_first_differing_word(name, request):
     tokenizer = request.getfixturevalue(name)
     text, translated, replacements, o, t, alignment = _run(tokenizer, "Holmes met Watson at Baker Street.")
     used = used_translations(t["offset_mapping"], t["input_ids"], replacements)
-    assert len(used) == len(replacements) == 3
-    for (position, token_id), r in zip(used, replacements):
-        start, end = t["offset_mapping"][position]
-        assert start <= r.t_start < end or (start < r.t_end and end > r.t_start)
-        assert t["input_ids"][position] == token_id
+    named = [translated[slice(*t["offset_mapping"][position])].strip() for position, _ in used]
+    # "Baker Street" -> "Haynes Street": the shared "Street" is never the translation's name
+    words = {"Gilbert", "Stanworth", "Haynes"}
+    one_token = {
+        w for w in words
+        if any(translated[s:e].strip() == w for s, e in t["offset_mapping"])
+    }
+    assert sorted(named) == sorted(one_token)
+    assert [t["input_ids"][position] for position, _ in used] == [token_id for _, token_id in used]
+
+
+def _offsets(text: str, pieces: list[str]) -> list[tuple[int, int]]:
+    """Offsets of ``pieces`` laid end to end over ``text`` (a hand-made tokenization)."""
+    assert "".join(pieces) == text
+    out, position = [], 0
+    for piece in pieces:
+        out.append((position, position + len(piece)))
+        position += len(piece)
+    return out
+
+
+def _replacement(text: str, surface: str, translation: str) -> Replacement:
+    t_start = text.index(translation)
+    return Replacement(0, len(surface), t_start, t_start + len(translation), surface, surface, translation)
+
+
+def test_rule_2_skips_the_words_translation_and_anchor_share():
+    text = "Then Sir Bligh came."
+    offsets = _offsets(text, ["Then", " Sir", " Bligh", " came", "."])
+    used = used_translations(offsets, [10, 11, 12, 13, 14], [_replacement(text, "Sir Archer", "Sir Bligh")])
+    assert used == [(2, 12)]
+
+
+def test_rule_2_never_suppresses_a_prefix_token():
+    # " A" + "itken": suppressing " A" would take the article from every later position
+    text = "Then Aitken came."
+    offsets = _offsets(text, ["Then", " A", "itken", " came", "."])
+    assert used_translations(offsets, [10, 11, 12, 13, 14], [_replacement(text, "Holmes", "Aitken")]) == []
+
+
+def test_rule_2_with_offsets_that_leave_out_spaces():
+    text = "Then Bligh came."
+    offsets = [(0, 4), (5, 10), (11, 15), (15, 16)]
+    assert used_translations(offsets, [10, 12, 13, 14], [_replacement(text, "Archer", "Bligh")]) == [(1, 12)]
+
+
+@pytest.mark.parametrize(("surface", "translation", "span"), [
+    ("Sir Archer", "Sir Bligh", (4, 9)),
+    ("Holmes", "Aitken", (0, 6)),
+    ("Baker Street", "Haynes Street", (0, 6)),
+    ("Mrs. Hudson", "Mrs.  Gray", (6, 10)),
+    ("Lestrade", "Lestrade", (None, None)),
+])
+def test_first_differing_word(surface, translation, span):
+    assert first_differing_word(surface, translation) == span
 
 
 def test_choose_world_is_seeded_and_spread():

@@ -238,3 +238,15 @@ def test_invalid_objectives_are_refused():
         UnlearningLoss(label_type="argmax")
     with pytest.raises(ValueError, match="reference"):
         UnlearningLoss(retain_kind="kl", retain_weight=1.0)
+
+
+def test_params_offer_exactly_the_objectives_settings():
+    # params.py must not import torch, so it spells the settings out again; they must agree.
+    from typing import get_args
+
+    from pipeline.core.losses import LabelType, SoftTail
+    from pipeline.params import FinetuneParams
+
+    fields = FinetuneParams.model_fields
+    assert get_args(fields["label_type"].annotation) == get_args(LabelType)
+    assert get_args(fields["soft_tail"].annotation) == get_args(SoftTail)

@@ -116,8 +116,11 @@ def test_every_measure_is_a_key_the_evaluate_stage_writes():
 
 
 def test_labels_of_close_points_are_told_apart():
-    every = [(0.0, 0.0), (1.0, 1.0), (0.2, 0.03)]
-    assert sweep._near_any((0.2, 0.03), [(0.0, 0.0)], every)  # same height, label-length apart
-    assert not sweep._near_any((0.2, 0.5), [(0.0, 0.0)], every)
-    assert not sweep._near_any((1.0, 1.0), [(0.0, 0.0)], every)
-    assert not sweep._near_any((0.0, 0.0), [], every)
+    extent = sweep._extent([(0.0, 0.0), (1.0, 1.0), (0.2, 0.03)])
+    assert extent == (1.0, 1.0)
+    assert sweep._near_any((0.2, 0.03), [(0.0, 0.0)], extent)  # same height, label-length apart
+    assert not sweep._near_any((0.2, 0.5), [(0.0, 0.0)], extent)
+    assert not sweep._near_any((1.0, 1.0), [(0.0, 0.0)], extent)
+    assert not sweep._near_any((0.0, 0.0), [], extent)
+    assert sweep._extent([(0.5, 2.0), (0.5, 4.0)]) == (1.0, 2.0)  # no width: 1, so no division by 0
+    assert sweep._extent([]) == (1.0, 1.0)  # a panel whose points all lack the measure
