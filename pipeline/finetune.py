@@ -72,7 +72,7 @@ from pipeline.core.sampling import evenly_spaced
 from pipeline.errors import DatasetValidationError
 from pipeline.launch import relaunch_if_configured
 from pipeline.lora import AdaptersOff, run_key, trainable_model
-from pipeline.models import load_model, load_tokenizer, weights_hash
+from pipeline.models import load_model, load_tokenizer, trained_layers, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, PROVENANCE, UNLEARNED
 from pipeline.sharding import Processes
@@ -181,7 +181,9 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
     # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
     model = trainable_model(baseline, section.lora, key="finetune.lora", load_device=processes.load_device,
-                            frozen_dtype=processes.frozen_dtype, seed=settings.seed)
+                            frozen_dtype=processes.frozen_dtype, seed=settings.seed, train_layers=section.train_layers)
+    # for the provenance, read before training wraps the model
+    layers = trained_layers(model) if section.train_layers is not None else None
     base_weights = weights_hash(baseline)
     reference = None
     if uses_retain and retain.kind == "kl":
@@ -223,6 +225,7 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
                         "retain_blocks": None if retain_frame is None else len(retain_frame),
                         "retain_block_ids": None if retain_frame is None else retain_frame["block_id"].tolist(),
                         "training_log": TRAINING_LOG.as_posix(),
+                        "trained_layers": layers,
                     })
     processes.close()
     return result.summary() | {"dataset_sha256": manifest["content_sha256"][:12]}
@@ -259,6 +262,11 @@ def model_card(provenance: dict) -> str:
         f"{', '.join(f'`{m}`' for m in lora['target_modules'])}, merged into the weights" if lora
         else "every weight (full fine-tune)"
     )
+    layers = provenance.get("trained_layers")
+    if layers:
+        adapted = (f"{'LoRA adapters' if lora else 'the weights'} of the bottom {layers['trained']} of "
+                   f"{layers['of']} decoder layers (`finetune.train_layers`); the layers above, the final "
+                   f"norm and the embeddings frozen" + (f" ({adapted})" if lora else ""))
     commit = f"`{data['commit']}`" if data["commit"] else "none: the workspace `data/dataset` of this checkout"
     return "\n".join([
         "---", front.rstrip(), "---", "",

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import ParamsError
-from pipeline.models import DTYPES, load_model
+from pipeline.models import DTYPES, load_model, train_bottom_layers
 
 
 def describe(lora: Any) -> dict[str, Any] | None:
@@ -44,13 +44,21 @@ def _config(lora: Any):
 
 
 def trainable_model(baseline: Path, lora: Any, *, key: str, load_device: Any = None,
-                    frozen_dtype: str = "float32", seed: int = 0):
+                    frozen_dtype: str = "float32", seed: int = 0, train_layers: float | None = None):
     """The baseline ready to train: every weight in float32, or (``lora`` set) seeded adapters on
     weights frozen in ``frozen_dtype`` (:func:`add_adapters`; ``key`` names the params section's
-    LoRA key in errors). ``load_device``: where the weights are loaded (``None``: :func:`~pipeline.models.pick_device`)."""
+    LoRA key in errors). ``load_device``: where the weights are loaded (``None``: :func:`~pipeline.models.pick_device`).
+    ``train_layers``: only the bottom share of the decoder layers trains
+    (:func:`~pipeline.models.train_bottom_layers`; the frozen weights stay float32)."""
     model = load_model(baseline, dtype="float32", device=load_device)
     if lora is not None:
         model = add_adapters(model, lora, key=key, frozen_dtype=frozen_dtype, seed=seed)
+    if train_layers is not None:
+        section = key.rsplit(".", 1)[0]
+        try:
+            train_bottom_layers(model, train_layers)
+        except ValueError as exc:
+            raise ParamsError(f"{section}.train_layers: {exc}") from None
     return model
 
 

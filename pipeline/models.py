@@ -256,3 +256,47 @@ def publish_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return written
+
+
+def decoder_layers(model: torch.nn.Module) -> tuple[str, int]:
+    """The name of the model's list of decoder layers (``model.layers`` in Llama, Qwen and
+    SmolLM2; ``base_model.model.model.layers`` under peft) and its length: the first
+    ``ModuleList`` as long as ``config.num_hidden_layers``. ``ValueError`` when there is none."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and count and len(module) == count:
+            return name, count
+    raise ValueError(f"no list of {count} decoder layers found in {type(model).__name__}")
+
+
+def _layer_index(name: str, prefix: str) -> int | None:
+    """The decoder layer a parameter name belongs to (``<prefix>.<i>.``), or None."""
+    if not name.startswith(prefix + "."):
+        return None
+    head = name[len(prefix) + 1:].split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def train_bottom_layers(model: torch.nn.Module, share: float) -> int:
+    """Freeze every parameter outside the bottom ``round(share x layers)`` decoder layers (at
+    least one): the layers above, the final norm and the embeddings (input and, tied or not,
+    output) stop training. Parameters already frozen (a LoRA base) stay frozen. Returns the
+    number of bottom layers left to train."""
+    prefix, count = decoder_layers(model)
+    keep = min(count, max(1, round(share * count)))
+    for name, param in model.named_parameters():
+        index = _layer_index(name, prefix)
+        if index is None or index >= keep:
+            param.requires_grad_(False)
+    return keep
+
+
+def trained_layers(model: torch.nn.Module) -> dict[str, int] | None:
+    """``{"trained": k, "of": n}``: the decoder layers up to the highest one holding a trainable
+    parameter, when nothing outside the decoder layers trains; None when something does (the
+    embeddings of a full fine-tune)."""
+    prefix, count = decoder_layers(model)
+    indices = {_layer_index(n, prefix) for n, p in model.named_parameters() if p.requires_grad}
+    if None in indices or not indices:
+        return None
+    return {"trained": max(indices) + 1, "of": count}

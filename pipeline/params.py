@@ -269,6 +269,10 @@ class TrainingParams(_Section):
     activation memory (``whp plan``), about a third more compute, the same loss."""
     lora: LoraParams | None = None
     """null: a full fine-tune; a mapping (``{r, alpha, target_modules, dropout}``): LoRA."""
+    train_layers: float | None = Field(default=None, gt=0, le=1)
+    """null: every weight trains. A share: only the bottom ``round(share x layers)`` decoder
+    layers train (at least one); the layers above, the final norm and the embeddings stay
+    frozen (docs/training.md, "Which layers train"). With LoRA, only those layers' adapters."""
 
     @model_validator(mode="after")
     def _batches(self) -> "TrainingParams":

@@ -29,7 +29,7 @@ from pipeline.batches import BlockBatches
 from pipeline.errors import DatasetNotFoundError, DatasetValidationError
 from pipeline.launch import relaunch_if_configured
 from pipeline.lora import run_key, trainable_model
-from pipeline.models import load_tokenizer, weights_hash
+from pipeline.models import load_tokenizer, trained_layers, weights_hash
 from pipeline.params import Params, section_dict
 from pipeline.paths import BASELINE, REINFORCED
 from pipeline.sharding import Processes
@@ -58,7 +58,9 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
     processes = Processes.start()  # before loading: a sharded launch loads the weights sharded
     # On the CPU (DeepSpeed: already partitioned on the GPUs): train() places it.
     model = trainable_model(baseline, section.lora, key="reinforce.lora", load_device=processes.load_device,
-                            frozen_dtype=processes.frozen_dtype, seed=settings.seed)
+                            frozen_dtype=processes.frozen_dtype, seed=settings.seed, train_layers=section.train_layers)
+    # for the provenance, read before training wraps the model
+    layers = trained_layers(model) if section.train_layers is not None else None
     base_weights = weights_hash(baseline)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = BlockBatches(blocks["input_ids"].tolist(), pad_id=pad_id)
@@ -77,6 +79,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
                         "blocks_content_sha256": _blocks_hash(root),
                         "objective": "next-token cross-entropy on every position of the original block ids",
                         "training_log": TRAINING_LOG.as_posix(),
+                        "trained_layers": layers,
                     })
     processes.close()
     return result.summary()

@@ -172,6 +172,27 @@ def test_a_checkpoint_of_another_objective_is_not_resumed(tmp_path: Path, tiny_m
     assert summary["resumed_from"] == 0 and summary["steps"] == 4
 
 
+def test_train_layers_changes_only_the_bottom_layers_and_keys_the_checkpoints(tmp_path: Path, tiny_model_dir: Path):
+    root = _project(tmp_path, tiny_model_dir)
+    finetune.run(_params(train_layers=0.5), root=root)
+    unlearned, baseline = _weights(root / "models" / "unlearned"), _weights(root / "models" / "baseline")
+    changed = {k for k in unlearned if not torch.equal(unlearned[k], baseline[k])}
+    assert changed and all(k.startswith("model.layers.0.") for k in changed)
+    assert torch.equal(unlearned["model.embed_tokens.weight"], baseline["model.embed_tokens.weight"])
+    provenance = json.loads((root / "models" / "unlearned" / "whp_model.json").read_text(encoding="utf-8"))
+    assert provenance["trained_layers"] == {"trained": 1, "of": 2}
+    card = (root / "models" / "unlearned" / "README.md").read_text(encoding="utf-8")
+    assert "trained: the weights of the bottom 1 of 2 decoder layers (`finetune.train_layers`)" in card
+
+    again = _project(tmp_path / "again", tiny_model_dir)
+    finetune.run(_params(train_layers=0.5), root=again, max_steps_this_run=2)
+    assert finetune.run(_params(), root=again, max_steps_this_run=1)["resumed_from"] == 0  # other weights train
+    with pytest.raises(ParamsError, match=r"finetune.train_layers: .*greater than 0"):
+        _params(train_layers=0)
+    with pytest.raises(ParamsError, match=r"finetune.train_layers: .*less than or equal to 1"):
+        _params(train_layers=1.5)
+
+
 def test_the_retain_term_changes_the_result(tmp_path: Path, tiny_model_dir: Path):
     results = {}
     for name, retain in (("off", {"weight": 0.0}), ("kl", {"weight": 5.0}), ("lm", {"kind": "lm", "weight": 5.0})):

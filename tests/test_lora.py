@@ -41,3 +41,53 @@ def test_a_target_matching_no_module_names_the_section_key(tiny_model_dir: Path)
     lora = LoraParams(r=2, alpha=4.0, target_modules=["no_such_proj"], dropout=0.0)
     with pytest.raises(ParamsError, match=r"finetune\.lora\.target_modules"):
         trainable_model(tiny_model_dir, lora, key="finetune.lora", load_device="cpu")
+
+
+def _trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_train_layers_leaves_only_the_bottom_decoder_layers_trainable(tiny_model_dir: Path):
+    from pipeline.models import trained_layers
+
+    model = trainable_model(tiny_model_dir, None, key="finetune.lora", load_device="cpu", train_layers=0.5)
+    names = _trainable_names(model)
+    assert names and all(n.startswith("model.layers.0.") for n in names)
+    # every weight of layer 0 trains; the layer above, the final norm and the tied embeddings do not
+    assert names == {n for n, _ in model.named_parameters() if n.startswith("model.layers.0.")}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert {"model.embed_tokens.weight", "model.norm.weight"} <= frozen
+    assert any(n.startswith("model.layers.1.") for n in frozen)
+    assert trained_layers(model) == {"trained": 1, "of": 2}
+
+
+@pytest.mark.parametrize(("share", "kept"), [(0.01, 1), (0.5, 1), (0.76, 2), (1.0, 2)])
+def test_train_layers_rounds_the_share_and_keeps_at_least_one_layer(tiny_model_dir: Path, share: float, kept: int):
+    from pipeline.models import load_model, train_bottom_layers
+
+    model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    assert train_bottom_layers(model, share) == kept
+    layers = {int(n.split(".")[2]) for n in _trainable_names(model)}
+    assert layers == set(range(kept))
+    assert not model.model.embed_tokens.weight.requires_grad  # even at 1.0: only decoder layers train
+
+
+def test_train_layers_with_lora_trains_only_the_bottom_layers_adapters(tiny_model_dir: Path):
+    from pipeline.models import trained_layers
+
+    lora = LoraParams(r=2, alpha=4.0, target_modules=["o_proj", "down_proj"], dropout=0.0)
+    model = trainable_model(tiny_model_dir, lora, key="finetune.lora", load_device="cpu", train_layers=0.5)
+    names = _trainable_names(model)
+    assert names and all("lora_" in n and ".layers.0." in n for n in names)
+    assert len(names) == 4  # A and B of two matrices in one layer
+    assert trained_layers(model) == {"trained": 1, "of": 2}
+
+
+def test_a_model_whose_layers_cannot_be_found_is_a_clear_error(tiny_model_dir: Path):
+    from pipeline.models import load_model, train_bottom_layers, trained_layers
+
+    model = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    assert trained_layers(model) is None  # a full fine-tune: the embeddings train too
+    model.config.num_hidden_layers = 5  # no list of 5 layers in a 2-layer model
+    with pytest.raises(ValueError, match="no list of 5 decoder layers found in LlamaForCausalLM"):
+        train_bottom_layers(model, 0.5)
