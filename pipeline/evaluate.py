@@ -42,7 +42,7 @@ from pipeline.paths import model_dir
 from pipeline.stage import run_stage
 from pipeline.store import DatasetWriter, atomic_write_text, read_dataset
 from pipeline.versions import read_pinned
-from schemas.evaluation import MODELS, TIERS, completions_contract, scores_contract
+from schemas.evaluation import MODELS, RETENTION_MEASURES, TIERS, completions_contract, scores_contract
 
 STAGE = "evaluate"
 PARAMS = ("evaluate", "finetune.dataset")
@@ -53,13 +53,14 @@ _SAMPLE_SEED = 0  # which retain blocks a cap keeps: fixed, so every model sees 
 # --------------------------------------------------------------------------- inputs
 
 
-def read_probe_file(path: Path, kind: str) -> list[Probe]:
-    """The probes of ``path`` (:func:`pipeline.core.probes.parse_probes`); a missing or non-UTF-8
-    file is a :class:`ProbeError` naming it and the params key."""
+def read_probe_file(path: Path, kind: str, *, key: str | None = None) -> list[Probe]:
+    """The probes of ``path``, a file of ``kind`` (:func:`pipeline.core.probes.parse_probes`); a
+    missing or non-UTF-8 file is a :class:`ProbeError` naming it and the params key
+    (``evaluate.probes.<key>``, ``key`` defaulting to ``kind``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ProbeError(f"{path}: probe file not found (evaluate.probes.{kind} in params.yaml)") from None
+        raise ProbeError(f"{path}: probe file not found (evaluate.probes.{key or kind} in params.yaml)") from None
     except UnicodeDecodeError as exc:
         raise ProbeError(f"{path}: not valid UTF-8 at byte offset {exc.start}") from None
     return parse_probes(text, kind, source=str(path))
@@ -132,6 +133,8 @@ class Inputs:
     familiar: list[Probe]
     completion: list[Probe]
     general: list[Probe]
+    heldout: list[Probe]
+    """Held-out retention probes (``evaluate.probes.heldout``; empty when null)."""
     trained_story: dict[str, bool]
     """Story tag -> whether a training block lies in its document."""
     training_blocks: int
@@ -141,6 +144,7 @@ class Inputs:
     """Every key and variant of the forget dictionary (:func:`pipeline.core.probes.answer_terms`)."""
     familiar_pairs: list[tuple[list[int], list[int]]]
     general_pairs: list[tuple[list[int], list[int]]]
+    heldout_pairs: list[tuple[list[int], list[int]]]
     completion_prompts: list[list[int]]
     inside: list[Window]
     outside: list[Window]
@@ -156,6 +160,8 @@ def read_inputs(params: Params, root: Path, model_folder: Path):
     familiar = read_probe_file(root / probe_files.familiarity, "familiarity")
     completion = read_probe_file(root / probe_files.completion, "completion")
     general = read_probe_file(root / probe_files.general, "general")
+    heldout = ([] if probe_files.heldout is None
+               else read_probe_file(root / probe_files.heldout, "general", key="heldout"))
     genre_terms = read_term_file(root / probe_files.genre_terms)
     docs = read_dataset("documents", root, columns=["doc_id", "corpus", "title", "text"])
     forget = docs[docs["corpus"] == "forget"]
@@ -176,13 +182,14 @@ def read_inputs(params: Params, root: Path, model_folder: Path):
     inside, outside = forget_windows(params, root, tokenizer, documents, trained)
     retain_ids, retain = retain_texts(params, root)
     return Inputs(
-        familiar=familiar, completion=completion, general=general,
+        familiar=familiar, completion=completion, general=general, heldout=heldout,
         trained_story={title: count > 0 for title, count in trained_stories(stories, trained).items()},
         training_blocks=len(trained),
         grading=tuple(grading.TermMatcher(t) for t in (anchor_terms, genre_terms, weak_terms)),
         dictionary=grading.TermMatcher([*dictionary["anchor"], *(v for vs in dictionary["variants"] for v in vs)]),
         familiar_pairs=encode_pairs(tokenizer, familiar, str(probe_files.familiarity)),
         general_pairs=encode_pairs(tokenizer, general, str(probe_files.general)),
+        heldout_pairs=encode_pairs(tokenizer, heldout, str(probe_files.heldout)),
         completion_prompts=[tokenizer(p.prompt)["input_ids"] for p in completion],
         inside=inside, outside=outside, retain_ids=retain_ids, retain=retain,
     ), tokenizer
@@ -192,13 +199,15 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
               seconds: dict[str, float]) -> dict[str, list]:
     """Every forward pass of the evaluation, under one progress bar; ``seconds`` gets each phase's time."""
     batch = {"batch_size": settings.batch_size}
-    total = sum(map(len, (inputs.familiar, inputs.general, inputs.completion, inputs.inside, inputs.outside,
-                          inputs.retain)))
+    total = sum(map(len, (inputs.familiar, inputs.general, inputs.heldout, inputs.completion, inputs.inside,
+                          inputs.outside, inputs.retain)))
     phases = {
         "familiarity": lambda bar: generation.answer_probes(
             model, inputs.familiar_pairs, pad_id=pad_id, progress=bar.update, **batch),
         "general": lambda bar: generation.answer_probes(
             model, inputs.general_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "heldout": lambda bar: generation.answer_probes(
+            model, inputs.heldout_pairs, pad_id=pad_id, progress=bar.update, **batch),
         "completion": lambda bar: generation.greedy_continuations(
             model, inputs.completion_prompts, max_new_tokens=settings.max_new_tokens, pad_id=pad_id, eos_id=eos_id,
             progress=bar.update, **batch),
@@ -219,9 +228,10 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
 
 
 def _probe_rows(probes, scores, outputs, trained_story: dict[str, bool], dictionary: grading.TermMatcher,
-                measure: str | None = None) -> list[dict]:
-    """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)."""
-    return [{"measure": measure or p.kind, "unit_id": p.id, "story": p.story or "", "tier": p.tier or "",
+                measure: str | None = None, *, suffix: str = "") -> list[dict]:
+    """Rows of probability probes; ``measure`` defaults to each probe's ``kind`` (general, near)
+    followed by ``suffix``."""
+    return [{"measure": measure or p.kind + suffix, "unit_id": p.id, "story": p.story or "", "tier": p.tier or "",
              "answer_terms": "; ".join(answer_terms(p, dictionary)),
              "trained": trained_story.get(p.story, False), "output": out, "top1": float(s.top1),
              "first_prob": s.first_prob, "first_logprob": s.first_logprob, "answer_prob": s.prob,
@@ -246,6 +256,8 @@ def unit_scores(model_name: str, inputs: Inputs, found: dict[str, list], texts: 
         _probe_rows(inputs.familiar, found["familiarity"], greedy(found["familiarity"]), inputs.trained_story,
                     inputs.dictionary, "familiarity")
         + _probe_rows(inputs.general, found["general"], greedy(found["general"]), {}, inputs.dictionary)
+        + _probe_rows(inputs.heldout, found["heldout"], greedy(found["heldout"]), {}, inputs.dictionary,
+                      suffix="_heldout")
         + [{"measure": "completion", "unit_id": p.id, "story": "", "tier": "", "trained": False, "output": text,
             "score": float(metrics.completion_score(g))} for p, text, g in zip(inputs.completion, texts, grades)]
         + _window_rows(inputs.inside, found["verbatim_trained"], greedy(found["verbatim_trained"]),
@@ -275,10 +287,9 @@ def metrics_file(model_name: str, inputs: Inputs, scores: pd.DataFrame, grades: 
               "familiarity_untrained": len(inputs.familiar) - n_trained, **tiers,
               "stories": len(inputs.trained_story),
               "stories_trained": sum(inputs.trained_story.values()), "completion": len(inputs.completion),
-              "general": sum(p.kind == "general" for p in inputs.general),
-              "near": sum(p.kind == "near" for p in inputs.general),
+              **{kind: int((scores["measure"] == kind).sum()) for kind in RETENTION_MEASURES},
               **{f"{kind}_in_dictionary": int(((scores["measure"] == kind) & (scores["answer_terms"] != "")).sum())
-                 for kind in ("general", "near")},
+                 for kind in RETENTION_MEASURES},
               "verbatim_trained": len(inputs.inside),
               "verbatim_untrained": len(inputs.outside), "retain_windows": len(inputs.retain),
               "retain_tokens": int(scores.loc[scores["measure"] == "retain", "tokens"].sum()),

@@ -393,6 +393,10 @@ class ProbeParams(_Section):
     """{"id", "prompt", "answer", "kind": "general"|"near"}: knowledge that must not move."""
     genre_terms: str = Field(default="corpora/probes/genre_terms.txt", min_length=1)
     """Terms merely typical of the genre, one a line (grade 2; never anchors)."""
+    heldout: str | None = Field(default="corpora/probes/heldout.jsonl", min_length=1)
+    """Held-out retention probes, in the format of ``general``: never used to choose a parameter,
+    reported apart (measures ``general_heldout``, ``near_heldout``) as the check that a default
+    tuned on ``general`` did not fit those probes only; null: none."""
 
 
 class VerbatimParams(_Section):

@@ -29,7 +29,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import Params
 from pipeline.stage import run_stage
 from pipeline.store import atomic_write_text, read_dataset
-from schemas.evaluation import MODELS
+from schemas.evaluation import MODELS, RETENTION_MEASURES
 
 STAGE = "report"
 PARAMS = ("evaluate.bootstrap", "evaluate.known_rank")
@@ -158,7 +158,8 @@ def report_markdown(metrics: dict[str, dict], deltas: dict[str, dict[str, Delta 
         f"({sizes.get('familiarity_trained')} of them from the {_stories(sizes.get('stories_trained'))} trained on; "
         f"tiers: {sizes.get('familiarity_tier_known')} known, {sizes.get('familiarity_tier_detail')} detail), "
         f"{sizes.get('completion')} completion, {sizes.get('general')} general, {sizes.get('near')} near-collateral "
-        f"probes; verbatim windows: {sizes.get('verbatim_trained')} of text trained on, "
+        f"probes ({sizes.get('general_heldout', 0)} and {sizes.get('near_heldout', 0)} held out: never used to choose a "
+        f"parameter); verbatim windows: {sizes.get('verbatim_trained')} of text trained on, "
         f"{sizes.get('verbatim_untrained')} of forget text never trained on; {sizes.get('retain_windows')} held-out "
         f"retain windows ({sizes.get('retain_tokens')} scored tokens); {sizes.get('training_blocks')} training blocks.",
         "", f"Probes the baseline knows: the {known_size} familiarity probes whose answer {base_name} ranks "
@@ -227,7 +228,7 @@ def report(params: Params, *, root: Path = Path("."), models: tuple[str, ...] = 
               for name in models[1:]}
     familiar = base[base["measure"] == "familiarity"]
     trained = sorted(familiar.loc[familiar["trained"], "story"].unique())
-    flagged = base[base["measure"].isin(["general", "near"]) & (base["answer_terms"] != "")]
+    flagged = base[base["measure"].isin(RETENTION_MEASURES) & (base["answer_terms"] != "")]
     atomic_write_text(root / DELTAS, json.dumps(deltas_json(deltas), indent=2) + "\n")
     atomic_write_text(root / PLOT, plot_frame(metrics).to_csv(index=False))
     write_figure(metrics, root / FIGURE)

@@ -23,8 +23,13 @@ MODELS = ("baseline", "reinforced", "unlearned")
 TIERS = ("known", "detail")
 """Familiarity probe tiers: famous facts of the corpus (what a general model has likely seen),
 and details that need the story itself (``corpora/probes/README.md``)."""
-MEASURES = ("familiarity", "general", "near", "completion", "verbatim_trained", "verbatim_untrained", "retain")
-"""What a row of ``evaluation_scores_<model>`` measures (:data:`pipeline.core.headlines.MEASURES`)."""
+MEASURES = ("familiarity", "general", "near", "general_heldout", "near_heldout", "completion", "verbatim_trained",
+            "verbatim_untrained", "retain")
+"""What a row of ``evaluation_scores_<model>`` measures (the probe set or kind of window);
+``*_heldout``: the held-out retention probes (``evaluate.probes.heldout``), never used to choose
+a parameter."""
+RETENTION_MEASURES = ("general", "near", "general_heldout", "near_heldout")
+"""The measures of retention probes: knowledge outside the forget corpus that must not move."""
 
 
 class CompletionSchema(pa.DataFrameModel):
@@ -96,7 +101,7 @@ def completions_contract(model: str) -> Contract:
 
 def scores_contract(model: str) -> Contract:
     """The contract of ``evaluation_scores_<model>``."""
-    return Contract(f"evaluation_scores_{model}", ScoreSchema, 3, f"per-unit evaluation scores of models/{model}")
+    return Contract(f"evaluation_scores_{model}", ScoreSchema, 4, f"per-unit evaluation scores of models/{model}")
 
 
 COMPLETIONS = {name: completions_contract(name) for name in MODELS}

@@ -4,6 +4,7 @@ core functions, stories and windows trained on, bad inputs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -64,23 +65,31 @@ GENERAL = [{"id": "g1", "prompt": "It was a bright cold day in", "answer": " Apr
            {"id": "n1", "prompt": "The river was cold and", "answer": " grey", "kind": "near"},
            {"id": "n2", "prompt": "She read it", "answer": " twice", "kind": "near"},
            {"id": "n3", "prompt": "The letter was signed by Mr.", "answer": " Quillby", "kind": "near"}]
+# Held out: hn1 asks what n1 asks (the same scores under another measure), hn2 is answered by a dictionary key.
+HELDOUT = [{"id": "hg1", "prompt": "Snow falls in", "answer": " winter", "kind": "general"},
+           {"id": "hn1", "prompt": "The river was cold and", "answer": " grey", "kind": "near"},
+           {"id": "hn2", "prompt": "Inspector Brackwell visited Mr.", "answer": " Fenwick", "kind": "near"}]
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
-def _params(root: Path, **evaluate_settings):
+def _probe_files(root: Path, **changes) -> dict[str, str | None]:
+    """``evaluate.probes`` of the project at ``root`` (the fixture's files), with ``changes``."""
     probes = root / "probes"
+    return {"familiarity": str(probes / "familiarity.jsonl"), "completion": str(probes / "completion.jsonl"),
+            "general": str(probes / "general.jsonl"), "genre_terms": str(probes / "genre_terms.txt"),
+            "heldout": str(probes / "heldout.jsonl")} | changes
+
+
+def _params(root: Path, **evaluate_settings):
     return parse_params({
         "corpus": {"forget": [{"path": "corpora/forget", "split": "contents"}], "retain": ["corpora/retain"]},
         "ingest": {"max_passage_chars": 200},
         "blocks": {"block_size": 32, "min_block_tokens": 8},
         "retain_blocks": {"heldout_fraction": 0.5},
-        "evaluate": {"probes": {"familiarity": str(probes / "familiarity.jsonl"),
-                                "completion": str(probes / "completion.jsonl"),
-                                "general": str(probes / "general.jsonl"),
-                                "genre_terms": str(probes / "genre_terms.txt")},
+        "evaluate": {"probes": _probe_files(root),
                      "max_new_tokens": 4, "batch_size": 4, "max_retain_blocks": 3, "retain_tokens": 16,
                      "verbatim": {"windows": 3, "prefix_tokens": 4, "continuation_tokens": 4},
                      "bootstrap": {"resamples": 200}} | evaluate_settings,
@@ -127,6 +136,7 @@ def project(tmp_path_factory, tiny_model_dir: Path) -> Path:
     _jsonl(probes / "familiarity.jsonl", FAMILIARITY)
     _jsonl(probes / "completion.jsonl", COMPLETION)
     _jsonl(probes / "general.jsonl", GENERAL)
+    _jsonl(probes / "heldout.jsonl", HELDOUT)
     (probes / "genre_terms.txt").write_text("# genre\ninspector\nriver\n\nletter\n", encoding="utf-8")
     retain_blocks.run(params, root=root)
     return root
@@ -153,6 +163,7 @@ def test_the_metrics_file_holds_every_headline_with_its_interval_and_no_timings(
         "familiarity": 4, "familiarity_trained": 2, "familiarity_untrained": 2, "familiarity_tier_known": 1,
         "familiarity_tier_detail": 2, "stories": 2, "stories_trained": 1,
         "completion": 3, "general": 1, "near": 3, "general_in_dictionary": 0, "near_in_dictionary": 1,
+        "general_heldout": 1, "near_heldout": 2, "general_heldout_in_dictionary": 0, "near_heldout_in_dictionary": 1,
         "verbatim_trained": metrics["n"]["verbatim_trained"],
         "verbatim_untrained": metrics["n"]["verbatim_untrained"], "retain_windows": 3, "retain_tokens": 0,
         "training_blocks": 2}
@@ -174,6 +185,11 @@ def test_scores_agree_with_the_core_functions_on_the_same_inputs(evaluated: Path
         assert row["first_prob"] == pytest.approx(score.first_prob, rel=1e-4)
         assert row["top1"] == float(score.top1) and row["output"] == tokenizer.decode(score.greedy)
     assert set(scores.loc[["g1", "n1", "n2", "n3"], "measure"]) == {"general", "near"}
+    assert list(scores.loc[["hg1", "hn1", "hn2"], "measure"]) == ["general_heldout", "near_heldout", "near_heldout"]
+    same = ["first_prob", "top1", "rank", "output"]
+    assert scores.loc["hn1", same].tolist() == scores.loc["n1", same].tolist()  # the same question, scored alike
+    assert scores.loc["hn2", "answer_terms"] == "Mr. Fenwick; Fenwick"
+    assert _metrics(evaluated)["near_heldout_top1_rate"] == pytest.approx(scores.loc[["hn1", "hn2"], "top1"].mean())
     # the dictionary's key and its variant "Mr. Quillby" both reach into the answer " Quillby"
     assert scores.loc["n3", "answer_terms"] == "Mr. Quillby; Quillby"
     assert (scores.loc[["g1", "n1", "n2"], "answer_terms"] == "").all()
@@ -231,20 +247,31 @@ def test_bfloat16_evaluates_the_same_units_with_close_numbers(evaluated: Path, t
     assert half["familiarity_mean_logprob"] == pytest.approx(full["familiarity_mean_logprob"], abs=0.2)
 
 
-def test_a_missing_probe_file_stops_the_stage_before_the_model_loads(project: Path, tmp_path: Path):
-    params = _params(project, probes={
-        "familiarity": str(tmp_path / "nowhere.jsonl"), "completion": str(project / "probes" / "completion.jsonl"),
-        "general": str(project / "probes" / "general.jsonl"), "genre_terms": str(project / "probes" / "genre_terms.txt")})
-    with pytest.raises(ProbeError, match=r"nowhere\.jsonl: probe file not found \(evaluate\.probes\.familiarity"):
+@pytest.mark.parametrize("key", ["familiarity", "heldout"])
+def test_a_missing_probe_file_stops_the_stage_before_the_model_loads(project: Path, tmp_path: Path, key: str):
+    params = _params(project, probes=_probe_files(project, **{key: str(tmp_path / "nowhere.jsonl")}))
+    with pytest.raises(ProbeError, match=rf"nowhere\.jsonl: probe file not found \(evaluate\.probes\.{key} in"):
         evaluate.evaluate_model(params, "no_such_model", root=project)
+
+
+def test_without_held_out_probes_their_headlines_are_empty_and_the_rest_unchanged(evaluated: Path, tmp_path: Path):
+    root = tmp_path / "no-heldout"
+    shutil.copytree(evaluated, root)
+    evaluate.evaluate_model(_params(root, probes=_probe_files(root, heldout=None)), "baseline", root=root)
+    scores = read_dataset("evaluation_scores_baseline", root)
+    assert not scores["measure"].str.endswith("_heldout").any()
+    without, full = _metrics(root), _metrics(evaluated)
+    heldout_keys = {h.key for h in headlines.HEADLINES if h.measure.endswith("_heldout")}
+    assert len(heldout_keys) == 4 and all(without[key] is None for key in heldout_keys)
+    assert without["n"]["near_heldout"] == without["n"]["general_heldout"] == 0
+    assert {k: v for k, v in without.items() if k not in heldout_keys | {"n", "intervals"}} == \
+        {k: v for k, v in full.items() if k not in heldout_keys | {"n", "intervals"}}
 
 
 def test_a_story_tag_the_corpus_does_not_hold_is_an_error_naming_it(project: Path, tmp_path: Path):
     path = tmp_path / "familiarity.jsonl"
     _jsonl(path, FAMILIARITY + [{"id": "f9", "prompt": "x", "answer": " y", "story": "The Red Weir"}])
-    params = _params(project, probes={
-        "familiarity": str(path), "completion": str(project / "probes" / "completion.jsonl"),
-        "general": str(project / "probes" / "general.jsonl"), "genre_terms": str(project / "probes" / "genre_terms.txt")})
+    params = _params(project, probes=_probe_files(project, familiarity=str(path)))
     with pytest.raises(StoryError, match="'The Red Weir'"):
         evaluate.evaluate_model(params, "baseline", root=project)
 
@@ -265,6 +292,28 @@ def test_the_shipped_probe_sets_are_valid_large_enough_and_tagged_with_stories()
     general = evaluate.read_probe_file(probes / "general.jsonl", "general")
     assert len(general) >= 40 and {p.kind for p in general} == {"general", "near"}
     assert "Scotland Yard" in evaluate.read_term_file(probes / "genre_terms.txt")
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def test_the_shipped_held_out_probes_ask_nothing_the_tuning_probes_ask():
+    """The held-out set checks that a default chosen on general.jsonl did not fit those probes only:
+    no prompt of it may repeat, or nearly repeat with the same answer, a prompt of general.jsonl."""
+    from tests.conftest import REPO
+
+    probes = REPO / "corpora" / "probes"
+    heldout = evaluate.read_probe_file(probes / "heldout.jsonl", "general", key="heldout")
+    tuning = evaluate.read_probe_file(probes / "general.jsonl", "general")
+    assert sum(p.kind == "near" for p in heldout) >= 60 and sum(p.kind == "general" for p in heldout) >= 30
+    assert all(p.answer.startswith(" ") for p in heldout)
+    assert not {p.prompt for p in heldout} & {p.prompt for p in tuning}
+    assert not {p.id for p in heldout} & {p.id for p in tuning}  # the report lists flagged probes by id
+    for probe in heldout:
+        for seen in (t for t in tuning if t.answer == probe.answer):
+            shared = _words(probe.prompt) & _words(seen.prompt)
+            assert len(shared) / len(_words(probe.prompt) | _words(seen.prompt)) < 0.7, (probe.id, seen.id)
 
 
 def test_every_shipped_story_tag_names_a_work_of_the_default_forget_corpus_that_states_its_answer():

@@ -246,7 +246,7 @@ def test_every_writing_stage_survives_kill_9_at_seeded_moments(small_project: Pa
     for section in ("reinforce", "finetune"):  # a checkpoint per step: kills land mid-training
         params[section]["checkpoint_every"] = 1
     probes = small_project / "corpora" / "probes"
-    for name in ("familiarity.jsonl", "completion.jsonl", "general.jsonl"):  # 6 probes each: evaluate in seconds
+    for name in ("familiarity.jsonl", "completion.jsonl", "general.jsonl", "heldout.jsonl"):  # 6 each: seconds
         lines = (probes / name).read_text(encoding="utf-8").splitlines()
         (probes / f"few_{name}").write_text("\n".join(lines[:6]) + "\n", encoding="utf-8")
         params["evaluate"].setdefault("probes", {})[name.removesuffix(".jsonl")] = f"corpora/probes/few_{name}"

@@ -45,6 +45,8 @@ def _scores(model: str, probs: np.ndarray, hits: np.ndarray, ranks: np.ndarray) 
               "nll": 30.0 + i, "tokens": 10.0} for i in range(8)]
     rows += [{"measure": "near", "unit_id": f"n{i}", "story": "", "tier": "", "trained": False, "output": "",
               "answer_terms": "Thames" if i == 0 else "", "top1": 1.0, "first_prob": 0.5} for i in range(4)]
+    rows += [{"measure": "near_heldout", "unit_id": "hn0", "story": "", "tier": "", "trained": False, "output": "",
+              "answer_terms": "Devon", "top1": 1.0, "first_prob": 0.5}]
     frame = pd.DataFrame(rows).reindex(columns=UNIT_COLUMNS)
     frame["answer_terms"] = frame["answer_terms"].astype(object).fillna("")
     return frame.assign(model=model)
@@ -84,7 +86,7 @@ def test_report_writes_values_changes_deltas_plot_data_and_figure(evaluated: Pat
     retain_row = [line for line in text.splitlines() if line.startswith("| retain perplexity")][-1]
     assert retain_row.rstrip(" |").endswith(report.NO_CHANGE)  # same retain scores: no change
     assert "Stories trained on: One Story." in text
-    assert "Probes answered by a forget-dictionary term" in text and "leave them out): n0 (Thames)." in text
+    assert "Probes answered by a forget-dictionary term" in text and "leave them out): hn0 (Devon), n0 (Thames)." in text
     deltas = json.loads((evaluated / "metrics" / "evaluation_deltas.json").read_text())
     assert deltas["unlearned"]["familiarity_mean_prob"]["relative"] == pytest.approx(-0.5)
     assert deltas["unlearned"]["familiarity_top1_rate"]["delta"] == pytest.approx(-30 / 80)

@@ -116,6 +116,12 @@ HEADLINES = (
     Headline("near_outside_dictionary_mean_prob",
              "  near-collateral, answers outside the forget dictionary: mean p(first answer token)", "prob", "near",
              "first_prob", dictionary=False, relative=True),
+    Headline("general_heldout_top1_rate", "held-out general knowledge: top-1 rate", "pct", "general_heldout", "top1"),
+    Headline("general_heldout_mean_prob", "held-out general knowledge: mean p(first answer token)", "prob",
+             "general_heldout", "first_prob", relative=True),
+    Headline("near_heldout_top1_rate", "held-out near-collateral: top-1 rate", "pct", "near_heldout", "top1"),
+    Headline("near_heldout_mean_prob", "held-out near-collateral: mean p(first answer token)", "prob",
+             "near_heldout", "first_prob", relative=True),
     Headline("min_k_auc", "leakage: Min-K% AUC, forget text trained on vs never trained on", "prob",
              "verbatim_trained", "min_k", statistic="auc", against="verbatim_untrained"),
 )
