@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.core.alignment import align, choose_world, translate, used_translations
+from pipeline.core.alignment import align, choose_world, name_prefix_ends, translate, used_translations
 from pipeline.core.anchor_match import AnchorMatcher, AnchorSpan
 from pipeline.core.block_selection import Candidate, anchor_weights, coverage_summary, select
 from pipeline.core.sampling import block_ranges
@@ -74,7 +74,7 @@ def overlapping(spans: list[AnchorSpan], start: int, end: int) -> list[AnchorSpa
 def build_block(
     *, block_id: str, doc_id: str, index: int, text: str, token_start: int, ids: list[int],
     offsets: list[tuple[int, int]], spans: list[AnchorSpan], translations: dict[str, list[str]],
-    worlds: int, seed: int, tokenizer,
+    worlds: int, seed: int, tokenizer, drop_name_prefixes: bool = True,
 ) -> dict:
     """One row of the ``blocks`` dataset; ``offsets`` index the document text."""
     char_start, char_end = offsets[0][0], offsets[-1][1]
@@ -84,7 +84,9 @@ def build_block(
     world = choose_world(seed, block_id, worlds) if worlds else 0
     translated, replacements = translate(block_text, inside, translations, world)
     encoded = tokenizer(translated, add_special_tokens=False, return_offsets_mapping=True)
-    alignment = align(local, ids, encoded["offset_mapping"], encoded["input_ids"], replacements, partial_anchors=cut)
+    prefixes = name_prefix_ends(block_text) if drop_name_prefixes else []
+    alignment = align(local, ids, encoded["offset_mapping"], encoded["input_ids"], replacements, partial_anchors=cut,
+                      name_prefixes=prefixes)
     used = used_translations(encoded["offset_mapping"], encoded["input_ids"], replacements)
     return {
         "block_id": block_id, "doc_id": doc_id, "index": index, "token_start": token_start,
@@ -162,6 +164,7 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
                     ids=encoded["input_ids"][start:end], offsets=encoded["offset_mapping"][start:end],
                     spans=overlapping(spans, row["char_start"], row["char_end"]), translations=translations,
                     worlds=worlds, seed=settings.seed, tokenizer=tokenizer,
+                    drop_name_prefixes=settings.drop_name_prefixes,
                 )
                 reasons.update(r for r in block["drop_reasons"] if r)
                 kept_tokens, trained = kept_tokens + len(block["input_ids"]), trained + sum(block["loss_mask"])

@@ -220,6 +220,10 @@ class BlockParams(_Section):
     already chosen from its document (0 = no spreading over documents)."""
     seed: int = 0
     """Seeds the world (translation index) chosen for each block."""
+    drop_name_prefixes: bool = True
+    """Leave out of the loss the position of a capitalised word followed by another ("John" of
+    "John Hardy"): it predicts the rest of a proper name, like a position inside an anchor
+    (pipeline.core.alignment.name_prefix_ends)."""
 
     @model_validator(mode="after")
     def _sizes(self) -> "BlockParams":

@@ -77,6 +77,33 @@ def test_select_first_keeps_the_first_blocks_exactly(built: Path, tmp_path: Path
     assert candidates["rank"].tolist()[:3] == [1, 2, 0]
 
 
+def test_name_prefixes_leave_the_loss_and_only_they(built: Path, tmp_path: Path):
+    shutil.copytree(built, tmp_path / "p")
+    text = (tmp_path / "p" / "params.yaml").read_text().replace(
+        "min_block_tokens: 16", "min_block_tokens: 16\n  drop_name_prefixes: false")
+    (tmp_path / "p" / "params.yaml").write_text(text)
+    blocks.run(load_params(tmp_path / "p" / "params.yaml"), root=tmp_path / "p")
+    kept, dropped = read_dataset("blocks", tmp_path / "p"), read_dataset("blocks", built)
+    documents = read_dataset("documents", built).set_index("doc_id")["text"]
+    tokenizer = load_tokenizer(built / "models" / "baseline")
+    words = set()
+    for without, row in zip(kept.itertuples(), dropped.itertuples()):
+        assert "name prefix" not in without.drop_reasons
+        offsets = tokenizer(documents[row.doc_id], add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"][row.token_start:]
+        for i, (before, after) in enumerate(zip(without.drop_reasons, row.drop_reasons)):
+            if after == "name prefix":
+                assert before == "" and without.loss_mask[i] == 1 and row.loss_mask[i] == 0
+                start, end = offsets[i]
+                text = documents[row.doc_id]
+                assert text[end] == " " and text[end + 1].isupper()  # another capitalised word follows
+                words.add(text[:end].split()[-1])
+            else:
+                assert before == after
+    assert words and all(word[0].isupper() for word in words)
+    assert dropped["loss_mask"].map(sum).sum() < kept["loss_mask"].map(sum).sum()
+
+
 # --- the choice of training blocks, on hand-made documents and dictionaries -------------------
 
 FILLER = "The weather was mild and the road was long. " * 12

@@ -19,7 +19,10 @@ For a block of original text:
    * inside an anchor: dropped, except the anchor's last token, which maps to the last token of
      its translation (its output predicts the token after the anchor);
    * consistency rule 1: from the second occurrence of an anchor in the block on, the position
-     that predicts the anchor's first token is dropped.
+     that predicts the anchor's first token is dropped;
+   * name prefix: the position of a capitalised word followed by another ("John" of "John
+     Hardy", "Inspector" of "Inspector Gregory"; :func:`name_prefix_ends`) is dropped: it
+     predicts the rest of a proper name, as positions inside an anchor do.
 3. :func:`used_translations` lists, per translation, the token that names it (the first token
    of its first word that differs from the anchor's, when that token is the whole word) and
    the translated position from which on it is used (consistency rule 2 is applied to the
@@ -29,9 +32,10 @@ For a block of original text:
 from __future__ import annotations
 
 import hashlib
+import re
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from pipeline.core.anchor_match import AnchorSpan
@@ -58,7 +62,7 @@ class Alignment:
 
     ``reason[i]`` says why a position was dropped (``""`` when kept): ``inside anchor``,
     ``anchor end mismatch``, ``tokenization differs``, ``repeated anchor`` (rule 1),
-    ``anchor crosses block edge``.
+    ``name prefix``, ``anchor crosses block edge``.
     """
 
     target: list[int]
@@ -99,6 +103,27 @@ def translate(text: str, spans: Sequence[AnchorSpan], translations: dict[str, Se
     return "".join(pieces), replacements
 
 
+_NAME_PAIR = re.compile(r"(?<![\w.'’-])([A-Z][A-Za-z]*) (?=[A-Z])")
+"""A capitalised word of letters only, then one space and a capital: "John" of "John Hardy". A
+title with a dot ("Mr. Holmes") does not match: the corpus names its people that way most
+often, and what follows the title is what the fine-tune must forget."""
+
+
+def name_prefix_ends(text: str) -> list[int]:
+    """The character ends of the capitalised words followed, one space on, by another
+    capitalised word: the words of a proper name but its last ("Sir", "Robert" of "Sir Robert
+    Norberton"), and a capitalised word at a sentence start before a name ("Then Holmes").
+
+    The position of such a word predicts the rest of the name, and its generic target cannot: for
+    an anchor it is the baseline's guess of an invented name, for a name the dictionary lacks the
+    baseline's guess with the corpus's name pushed down (step 6). Either way it is a flat
+    distribution whose top is punctuation or the first letters of a name (" H", ","). Trained
+    towards it after every first name, the model learns "after a first name, not a surname" for
+    any name and loses "Robert Louis" -> " Stevenson" far from the corpus. Positions inside an
+    anchor are never trained for the same reason; this extends it to every multi-word name."""
+    return [match.end(1) for match in _NAME_PAIR.finditer(text)]
+
+
 def shift_position(position: int, replacements: Sequence[Replacement]) -> int:
     """Where an original character boundary outside every replacement lands in the translation."""
     shift = 0
@@ -114,6 +139,7 @@ def align(
     original_offsets: Sequence[tuple[int, int]], original_ids: Sequence[int],
     translated_offsets: Sequence[tuple[int, int]], translated_ids: Sequence[int],
     replacements: Sequence[Replacement], *, partial_anchors: Sequence[tuple[int, int]] = (),
+    name_prefixes: Collection[int] = (),
 ) -> Alignment:
     """Map original token positions to translated ones (module docstring for the rules).
 
@@ -123,6 +149,8 @@ def align(
         replacements: from :func:`translate` on the same text.
         partial_anchors: character spans of anchors cut by the block edge (left untranslated);
             their tokens are dropped.
+        name_prefixes: character ends of words that begin a multi-word proper name
+            (:func:`name_prefix_ends`); the token ending there is dropped.
     """
     n = len(original_offsets)
     target, reason = [DROPPED] * n, [""] * n
@@ -178,6 +206,11 @@ def align(
             target[first - 1] = DROPPED
             reason[first - 1] = "repeated anchor"
         seen.add(r.anchor)
+    prefixes = set(name_prefixes)
+    for i, (_, end) in enumerate(original_offsets):
+        if end in prefixes and target[i] != DROPPED:
+            target[i] = DROPPED
+            reason[i] = "name prefix"
     return Alignment(target, reason)
 
 

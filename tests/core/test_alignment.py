@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.alignment import (
-    DROPPED, Replacement, align, choose_world, first_differing_word, shift_position, translate, used_translations,
+    DROPPED, Replacement, align, choose_world, first_differing_word, name_prefix_ends, shift_position, translate,
+    used_translations,
 )
 from pipeline.core.anchor_match import AnchorMatcher
 
@@ -48,12 +49,13 @@ def wordpiece_like(tmp_path_factory):
 TOKENIZERS = ["smollm2", "wordpiece_like"]
 
 
-def _run(tokenizer, text: str, world: int = 0):
+def _run(tokenizer, text: str, world: int = 0, *, name_prefixes: bool = False):
     spans = AnchorMatcher(TRANSLATIONS).find(text)
     translated, replacements = translate(text, spans, TRANSLATIONS, world)
     o = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     t = tokenizer(translated, add_special_tokens=False, return_offsets_mapping=True)
-    alignment = align(o["offset_mapping"], o["input_ids"], t["offset_mapping"], t["input_ids"], replacements)
+    alignment = align(o["offset_mapping"], o["input_ids"], t["offset_mapping"], t["input_ids"], replacements,
+                      name_prefixes=name_prefix_ends(text) if name_prefixes else ())
     return text, translated, replacements, o, t, alignment
 
 
@@ -129,6 +131,45 @@ def test_different_anchors_do_not_trigger_rule_1(name, request):
     tokenizer = request.getfixturevalue(name)
     text, translated, replacements, o, t, alignment = _run(tokenizer, "Holmes came in. Then Watson sat down.")
     assert "repeated anchor" not in alignment.reason
+
+
+def _words_before(text: str, ends: list[int]) -> list[str]:
+    return [text[:end].split()[-1] for end in ends]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("Then John Watson and Inspector Gregory met.", ["Then", "John", "Inspector"]),  # sentence starts too
+    ("Sir Robert Norberton came.", ["Sir", "Robert"]),  # every word of a name but its last
+    ("Mr. Watson came. Watson sat.", []),           # a title with a dot, a name after a full stop
+    ("the ill-Fated Watson and O'Brien Watson", []),  # part of a longer word is not a word
+    ("JOHN WATSON said", ["JOHN"]),                 # capitals: a title line
+    ("John  Watson, john Watson, John watson", []),  # two spaces, lower case on either side
+    ("Watson", []),                                 # nothing before
+])
+def test_name_prefix_ends_are_the_capitalised_words_before_another(text, words):
+    assert _words_before(text, name_prefix_ends(text)) == words
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_the_position_of_a_name_prefix_leaves_the_loss(name, request):
+    tokenizer = request.getfixturevalue(name)
+    text = "He saw John Watson come in. Mr. Watson sat down."
+    *_, o, _, kept = _run(tokenizer, text)
+    *_, o, _, alignment = _run(tokenizer, text, name_prefixes=True)
+    john = next(i for i, (_, e) in enumerate(o["offset_mapping"]) if e == text.index("John") + 4)  # its last token
+    assert kept.target[john] != DROPPED  # without the rule, "John" is trained to predict the translation's name
+    assert alignment.target[john] == DROPPED and alignment.reason[john] == "name prefix"
+    changed = [i for i, (a, b) in enumerate(zip(kept.target, alignment.target)) if a != b]
+    assert changed == [john]  # "Mr." before the second Watson keeps its own reason (rule 1) or its target
+    assert alignment.reason.count("name prefix") == 1
+
+
+def test_name_prefixes_drop_the_token_ending_there_and_keep_an_earlier_reason():
+    offsets, ids = [(0, 4), (4, 11)], [10, 2]
+    assert align(offsets, ids, offsets, [10, 2], [], name_prefixes=[4]).reason == ["name prefix", ""]
+    assert align(offsets, ids, offsets, [10, 2], [], name_prefixes=[11]).reason == ["", "name prefix"]
+    differs = align(offsets, ids, offsets, [99, 2], [], name_prefixes=[4])
+    assert differs.reason == ["tokenization differs", ""] and differs.target == [DROPPED, 1]
 
 
 def test_tokenization_disagreement_drops_the_position():
