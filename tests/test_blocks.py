@@ -61,12 +61,17 @@ def test_worlds_are_seeded_per_block_and_recorded(built: Path):
     assert read_manifest("blocks", built)["params"]["dictionary_sha256"] == read_manifest("dictionary", built)["content_sha256"]
 
 
+def _rebuilt(built: Path, root: Path, blocks_params: str) -> Path:
+    """A copy of the built project at ``root`` whose blocks are rebuilt with more ``blocks:`` keys."""
+    shutil.copytree(built, root)
+    text = (root / "params.yaml").read_text().replace("min_block_tokens: 16", "min_block_tokens: 16\n" + blocks_params)
+    (root / "params.yaml").write_text(text)
+    blocks.run(load_params(root / "params.yaml"), root=root)
+    return root
+
+
 def test_select_first_keeps_the_first_blocks_exactly(built: Path, tmp_path: Path):
-    shutil.copytree(built, tmp_path / "p")
-    text = (tmp_path / "p" / "params.yaml").read_text().replace(
-        "min_block_tokens: 16", "min_block_tokens: 16\n  max_blocks: 2\n  select: first")
-    (tmp_path / "p" / "params.yaml").write_text(text)
-    blocks.run(load_params(tmp_path / "p" / "params.yaml"), root=tmp_path / "p")
+    _rebuilt(built, tmp_path / "p", "  max_blocks: 2\n  select: first")
     capped, every = read_dataset("blocks", tmp_path / "p"), read_dataset("blocks", built)
     assert capped["block_id"].tolist() == every["block_id"].tolist()[:2]
     # A block is built the same whatever else is chosen (its world is seeded by its id).
@@ -78,12 +83,8 @@ def test_select_first_keeps_the_first_blocks_exactly(built: Path, tmp_path: Path
 
 
 def test_name_prefixes_leave_the_loss_and_only_they(built: Path, tmp_path: Path):
-    shutil.copytree(built, tmp_path / "p")
-    text = (tmp_path / "p" / "params.yaml").read_text().replace(
-        "min_block_tokens: 16", "min_block_tokens: 16\n  drop_name_prefixes: false")
-    (tmp_path / "p" / "params.yaml").write_text(text)
-    blocks.run(load_params(tmp_path / "p" / "params.yaml"), root=tmp_path / "p")
-    kept, dropped = read_dataset("blocks", tmp_path / "p"), read_dataset("blocks", built)
+    kept, dropped = read_dataset("blocks", _rebuilt(built, tmp_path / "p", "  drop_name_prefixes: false")), \
+        read_dataset("blocks", built)
     documents = read_dataset("documents", built).set_index("doc_id")["text"]
     tokenizer = load_tokenizer(built / "models" / "baseline")
     words = set()

@@ -52,6 +52,7 @@ MEASURES = {
     "verbatim_trained_rouge_l": "verbatim ROUGE-L",
     "near_top1_rate": "near top-1",
     "general_top1_rate": "general top-1",
+    "near_heldout_top1_rate": "held-out near top-1",
 }
 # The plot: forgetting on the x axis, one panel per measure of what must be kept.
 FORGOTTEN = "familiarity_mean_prob"
