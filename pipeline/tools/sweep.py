@@ -246,20 +246,15 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
 
     figure, panels = plt.subplots(1, len(KEPT), figsize=(6 * len(KEPT), 4.5), squeeze=False)
     for axes, (y_key, better) in zip(panels[0], KEPT.items()):
-        points = [(_number(r.get(FORGOTTEN)), _number(r.get(y_key))) for r in rows]
-        extent = _extent([p for p in points if None not in p])
-        placed: list[tuple[float, float]] = []
-        for row, (x, y) in zip(rows, points):
-            if x is None or y is None:
-                continue
+        shown = [(r, (x, y)) for r in rows
+                 if (x := _number(r.get(FORGOTTEN))) is not None and (y := _number(r.get(y_key))) is not None]
+        names = [r["point"].removeprefix(PREFIX) for r, _ in shown]
+        places = label_places([p for _, p in shown], names)
+        for (row, (x, y)), name, (dx, dy, align) in zip(shown, names, places):
             is_chosen = row["point"] == chosen
             axes.scatter(x, y, color="tab:red" if is_chosen else "tab:blue", marker="*" if is_chosen else "o",
                          s=160 if is_chosen else 30, zorder=3, label="default (params.yaml)" if is_chosen else None)
-            # A label next to another point's label goes below its point, so the two stay legible.
-            crowded = _near_any((x, y), placed, extent)
-            placed.append((x, y))
-            axes.annotate(row["point"].removeprefix(PREFIX), (x, y), fontsize=7, xytext=(4, -9 if crowded else 2),
-                          textcoords="offset points")
+            axes.annotate(name, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points", ha=align)
         if baseline is not None and None not in (_number(baseline.get(FORGOTTEN)), _number(baseline.get(y_key))):
             axes.scatter(baseline[FORGOTTEN], baseline[y_key], marker="s", color="black", label="baseline")
         axes.set_xlabel(f"{MEASURES[FORGOTTEN]} on the familiarity probes (lower = forgotten)")
@@ -273,18 +268,39 @@ def plot(rows: list[dict[str, str]], baseline: dict[str, Any] | None, chosen: st
     tmp.replace(path)
 
 
-def _extent(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """A panel's width and height over its plotted points (1 where they span nothing)."""
-    xs, ys = [p[0] for p in points] or [0.0], [p[1] for p in points] or [0.0]
-    return (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+_PANEL_POINTS = (400.0, 300.0)
+"""A panel's plotting area in typographic points (6 x 4.5 inches, less the axes' margins)."""
+_LABEL_PLACES = ((4, 2, "left"), (4, -9, "left"), (-4, 2, "right"), (-4, -9, "right"), (4, 11, "left"),
+                 (4, -18, "left"), (-4, 11, "right"), (-4, -18, "right"))
+"""Where a label may go, tried in order: (x, y) offset from its point in points, and alignment."""
 
 
-def _near_any(point: tuple[float, float], placed: list[tuple[float, float]], extent: tuple[float, float],
-              *, x_fraction: float = 0.3, y_fraction: float = 0.04) -> bool:
-    """Whether a placed point's label could run into ``point``'s: within ``y_fraction`` of the
-    panel's height and ``x_fraction`` of its width (labels are long and run to the right)."""
-    width, height = extent
-    return any(abs(point[0] - x) <= x_fraction * width and abs(point[1] - y) <= y_fraction * height for x, y in placed)
+def label_places(points: list[tuple[float, float]], texts: list[str], *, char_width: float = 3.9,
+                 line_height: float = 8.0) -> list[tuple[float, float, str]]:
+    """An offset and alignment per label (7-point text): the first of :data:`_LABEL_PLACES`
+    whose box overlaps no label placed before it and no other point's marker; the first place
+    when every place is taken. Points are scaled to the panel, the box sized from the text."""
+    xs, ys = [x for x, _ in points] or [0.0], [y for _, y in points] or [0.0]
+    width, height = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    at = [((x - min(xs)) / width * _PANEL_POINTS[0], (y - min(ys)) / height * _PANEL_POINTS[1]) for x, y in points]
+    markers = [(x - 4, y - 4, x + 4, y + 4) for x, y in at]
+    boxes: list[tuple[float, float, float, float]] = []
+    places = []
+    for k, ((x, y), text) in enumerate(zip(at, texts)):
+        length = char_width * len(text)
+        taken = boxes + [m for j, m in enumerate(markers) if j != k]
+        for dx, dy, align in (*_LABEL_PLACES, _LABEL_PLACES[0]):
+            left = x + dx if align == "left" else x + dx - length
+            box = (left, y + dy, left + length, y + dy + line_height)
+            if not any(_overlap(box, other) for other in taken):
+                break
+        boxes.append(box)
+        places.append((dx, dy, align))
+    return places
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def report(root: Path = Path(".")) -> None:

@@ -116,11 +116,12 @@ def test_every_measure_is_a_key_the_evaluate_stage_writes():
 
 
 def test_labels_of_close_points_are_told_apart():
-    extent = sweep._extent([(0.0, 0.0), (1.0, 1.0), (0.2, 0.03)])
-    assert extent == (1.0, 1.0)
-    assert sweep._near_any((0.2, 0.03), [(0.0, 0.0)], extent)  # same height, label-length apart
-    assert not sweep._near_any((0.2, 0.5), [(0.0, 0.0)], extent)
-    assert not sweep._near_any((1.0, 1.0), [(0.0, 0.0)], extent)
-    assert not sweep._near_any((0.0, 0.0), [], extent)
-    assert sweep._extent([(0.5, 2.0), (0.5, 4.0)]) == (1.0, 2.0)  # no width: 1, so no division by 0
-    assert sweep._extent([]) == (1.0, 1.0)  # a panel whose points all lack the measure
+    texts = ["default", "trainlayers-None", "weight-10.0", "alpha-10.0"]
+    close = [(0.0060, 61.0), (0.0058, 61.1), (0.0061, 60.9), (0.0063, 61.2)]
+    places = sweep.label_places(close + [(0.013, 80.0)], texts + ["baseline"])
+    assert len(set(places[:4])) == 4  # four crowded labels, four different places
+    assert places[4] == (4, 2, "left")  # a lone point keeps the first place
+    assert sweep.label_places([(1.0, 1.0)], ["x"]) == [(4, 2, "left")]  # one point: no division by 0
+    assert sweep.label_places([], []) == []
+    # far apart, every label takes the first place
+    assert set(sweep.label_places([(0.0, 0.0), (1.0, 1.0)], ["a", "b"])) == {(4, 2, "left")}
