@@ -202,7 +202,7 @@ def run(params: Params, *, root: Path = Path("."), max_steps_this_run: int | Non
     }
     resume_key = run_key(hashlib.sha256(json.dumps({
         "dataset_sha256": manifest["content_sha256"], "baseline_sha256": base_weights, "objective": objective,
-    }, sort_keys=True).encode()).hexdigest(), section.lora)
+    }, sort_keys=True).encode()).hexdigest(), section.lora, section.train_layers)
 
     result = train(
         model, batches, loss_fn=_WithTerms(loss_fn), settings=settings, checkpoint_dir=root / CHECKPOINTS,

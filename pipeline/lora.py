@@ -28,12 +28,14 @@ def describe(lora: Any) -> dict[str, Any] | None:
     return None if lora is None else lora.model_dump(mode="json")
 
 
-def run_key(base_key: str, lora: Any) -> str:
-    """A training run's resume key with its LoRA settings in it: ``base_key`` itself without
-    LoRA (so that a full fine-tune's checkpoints keep their key), a hash of both with."""
-    if lora is None:
+def run_key(base_key: str, lora: Any, train_layers: float | None = None) -> str:
+    """A training run's resume key with what decides which weights train in it (its LoRA
+    settings, its ``train_layers`` share): ``base_key`` itself when every weight trains (so that
+    a full fine-tune's checkpoints keep their key), a hash of them all otherwise."""
+    if lora is None and train_layers is None:
         return base_key
-    return hashlib.sha256(json.dumps({"run": base_key, "lora": describe(lora)}, sort_keys=True).encode()).hexdigest()
+    run = {"run": base_key, "lora": describe(lora)} | ({} if train_layers is None else {"train_layers": train_layers})
+    return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
 
 
 def _config(lora: Any):

@@ -67,7 +67,8 @@ def run(params: Params, *, root: Path = Path(".")) -> dict:
 
     result = train(
         model, batches, loss_fn=causal_lm_loss, settings=settings, checkpoint_dir=root / CHECKPOINTS,
-        log_dir=root / LOG_WORK, resume_key=run_key(base_weights, section.lora), processes=processes,
+        log_dir=root / LOG_WORK, resume_key=run_key(base_weights, section.lora, section.train_layers),
+        processes=processes,
     )
     if processes.is_main:
         publish_log(root / LOG_WORK, root / TRAINING_LOG)

@@ -84,9 +84,6 @@ class TrainSettings:
     seed: int = 0
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
-    train_layers: float | None = None
-    """Applied by the stage (:func:`pipeline.lora.trainable_model`); here so that it keys the
-    resumable checkpoints."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.micro_batch_size < 1 or self.batch_size % self.micro_batch_size:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.errors import ParamsError
-from pipeline.lora import trainable_model
+from pipeline.lora import run_key, trainable_model
 from pipeline.params import LoraParams
 
 
@@ -91,3 +91,12 @@ def test_a_model_whose_layers_cannot_be_found_is_a_clear_error(tiny_model_dir: P
     model.config.num_hidden_layers = 5  # no list of 5 layers in a 2-layer model
     with pytest.raises(ValueError, match="no list of 5 decoder layers found in LlamaForCausalLM"):
         train_bottom_layers(model, 0.5)
+
+
+def test_the_resume_key_changes_with_what_trains_and_only_then():
+    lora = LoraParams(r=4, alpha=8, target_modules=["q_proj"])
+    keys = {run_key("base", None), run_key("base", lora), run_key("base", None, 0.5), run_key("base", None, 0.75),
+            run_key("base", lora, 0.5)}
+    assert run_key("base", None) == "base"  # a full fine-tune's checkpoints keep their key
+    assert len(keys) == 5
+    assert run_key("base", None, 0.5) == run_key("base", None, 0.5)

@@ -228,19 +228,19 @@ def used_translations(
     """
     used = []
     for r in replacements:
-        word_start, word_end = first_differing_word(r.surface, r.translation)
-        if word_start is None:
+        word = first_differing_word(r.surface, r.translation)
+        if word is None:
             continue
-        start, end = r.t_start + word_start, r.t_start + word_end
+        start, end = r.t_start + word[0], r.t_start + word[1]
         first = next((j for j, (_, e) in enumerate(translated_offsets) if e > start), None)
         if first is not None and translated_offsets[first][1] >= end:
             used.append((first, translated_ids[first]))
     return used
 
 
-def first_differing_word(surface: str, translation: str) -> tuple[int | None, int | None]:
+def first_differing_word(surface: str, translation: str) -> tuple[int, int] | None:
     """Character span, within ``translation``, of its first whitespace-separated word that
-    differs from the word at the same place in ``surface`` (``(None, None)`` when none does)."""
+    differs from the word at the same place in ``surface`` (None when none does)."""
     original = surface.split()
     position = 0
     for k, word in enumerate(translation.split()):
@@ -248,4 +248,4 @@ def first_differing_word(surface: str, translation: str) -> tuple[int | None, in
         if k >= len(original) or original[k] != word:
             return position, position + len(word)
         position += len(word)
-    return None, None
+    return None

@@ -244,7 +244,7 @@ def test_rule_2_with_offsets_that_leave_out_spaces():
     ("Holmes", "Aitken", (0, 6)),
     ("Baker Street", "Haynes Street", (0, 6)),
     ("Mrs. Hudson", "Mrs.  Gray", (6, 10)),
-    ("Lestrade", "Lestrade", (None, None)),
+    ("Lestrade", "Lestrade", None),
 ])
 def test_first_differing_word(surface, translation, span):
     assert first_differing_word(surface, translation) == span
