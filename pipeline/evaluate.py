@@ -201,14 +201,13 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
     batch = {"batch_size": settings.batch_size}
     total = sum(map(len, (inputs.familiar, inputs.general, inputs.heldout, inputs.completion, inputs.inside,
                           inputs.outside, inputs.retain)))
-    # Every probability probe in one pass: batches are formed by prompt length, so the three
-    # sets fill them together instead of each ending on a part-empty batch.
-    probe_sets = {"familiarity": inputs.familiar_pairs, "general": inputs.general_pairs,
-                  "heldout": inputs.heldout_pairs}
     phases = {
-        "probes": lambda bar: generation.answer_probes(
-            model, [pair for pairs in probe_sets.values() for pair in pairs], pad_id=pad_id,
-            progress=bar.update, **batch),
+        "familiarity": lambda bar: generation.answer_probes(
+            model, inputs.familiar_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "general": lambda bar: generation.answer_probes(
+            model, inputs.general_pairs, pad_id=pad_id, progress=bar.update, **batch),
+        "heldout": lambda bar: generation.answer_probes(
+            model, inputs.heldout_pairs, pad_id=pad_id, progress=bar.update, **batch),
         "completion": lambda bar: generation.greedy_continuations(
             model, inputs.completion_prompts, max_new_tokens=settings.max_new_tokens, pad_id=pad_id, eos_id=eos_id,
             progress=bar.update, **batch),
@@ -225,9 +224,6 @@ def run_model(model, inputs: Inputs, settings, *, pad_id: int, eos_id: int | Non
             clock = time.perf_counter()
             found[name] = phase(bar)
             seconds[name] = time.perf_counter() - clock
-    scores = found.pop("probes")
-    for name, pairs in probe_sets.items():
-        found[name], scores = scores[:len(pairs)], scores[len(pairs):]
     return found
 
 

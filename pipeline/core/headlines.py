@@ -43,7 +43,8 @@ class Headline:
     only probes of that tier (:data:`schemas.evaluation.TIERS`), ``dictionary`` only probes whose
     answer is (True) or is not (False) a forget-dictionary term (``answer_terms``);
     ``statistic`` is ``mean``, ``perplexity`` (``nll`` and ``tokens``) or ``auc`` (``column``
-    of ``measure``, the members, against the same column of ``against``); ``relative`` reports
+    of ``measure``, the members, against the same column of ``against``); ``at_least`` makes
+    the mean a share: of the units whose ``column`` reaches it; ``relative`` reports
     its change against the baseline as a fraction too; ``style`` formats it (``pct``, ``prob``, ``num``).
     """
 
@@ -58,7 +59,12 @@ class Headline:
     dictionary: bool | None = None
     relative: bool = False
     against: str | None = None
+    at_least: float | None = None
 
+
+MEMORISED_ROUGE_L = 0.5
+"""A greedy continuation this close to the true text (ROUGE-L F1) reproduces it rather than
+writing plausible English: generic continuations of the canon score 0.1 to 0.3."""
 
 HEADLINES = (
     Headline("familiarity_top1_rate", "familiarity probes: top-1 rate", "pct", "familiarity", "top1"),
@@ -98,6 +104,12 @@ HEADLINES = (
              "verbatim_trained", "rouge_l", relative=True),
     Headline("verbatim_untrained_rouge_l", "verbatim memorisation, forget text never trained on: ROUGE-L F1",
              "prob", "verbatim_untrained", "rouge_l", relative=True),
+    Headline("verbatim_trained_memorised_rate",
+             f"  text trained on: windows continued near-verbatim (ROUGE-L >= {MEMORISED_ROUGE_L})", "pct",
+             "verbatim_trained", "rouge_l", at_least=MEMORISED_ROUGE_L),
+    Headline("verbatim_untrained_memorised_rate",
+             f"  forget text never trained on: windows continued near-verbatim (ROUGE-L >= {MEMORISED_ROUGE_L})",
+             "pct", "verbatim_untrained", "rouge_l", at_least=MEMORISED_ROUGE_L),
     Headline("forget_perplexity", "perplexity of the forget text trained on", "num", "verbatim_trained",
              statistic="perplexity", relative=True),
     Headline("retain_perplexity", "retain perplexity (held-out text)", "num", "retain", statistic="perplexity",
@@ -167,7 +179,8 @@ def unit_rows(frame: pd.DataFrame, headline: Headline) -> list[pd.DataFrame]:
 def _values(rows: pd.DataFrame, headline: Headline) -> np.ndarray:
     if headline.statistic == "perplexity":
         return rows[["nll", "tokens"]].to_numpy(dtype=float)  # [n, 2]
-    return rows[headline.column].to_numpy(dtype=float)
+    values = rows[headline.column].to_numpy(dtype=float)
+    return values if headline.at_least is None else (values >= headline.at_least).astype(float)
 
 
 def baseline_known(baseline: pd.DataFrame, *, max_rank: int) -> list[str]:

@@ -23,8 +23,8 @@ START, END = "<!-- results:start (python -m pipeline.tools.results) -->", "<!-- 
 ROWS = (
     "known_familiarity_mean_prob", "known_familiarity_top1_rate", "familiarity_mean_prob",
     "familiarity_tier_known_mean_prob", "familiarity_untrained_mean_prob", "completion_familiarity",
-    "verbatim_trained_rouge_l", "retain_perplexity", "general_top1_rate", "near_top1_rate",
-    "near_outside_dictionary_top1_rate", "general_heldout_top1_rate", "near_heldout_top1_rate",
+    "verbatim_trained_rouge_l", "verbatim_trained_memorised_rate", "retain_perplexity", "general_top1_rate",
+    "near_top1_rate", "near_outside_dictionary_top1_rate", "general_heldout_top1_rate", "near_heldout_top1_rate",
 )
 
 

@@ -127,3 +127,18 @@ def test_headlines_name_existing_columns_and_measures():
     assert BY_KEY["min_k_auc"].against == "verbatim_untrained"
     labels = [h.label.strip() for h in (*HEADLINES, *KNOWN_HEADLINES)]
     assert len(set(labels)) == len(labels)  # the report's rows and README's results are found by label
+
+
+def _windows(model: str, rouge: list[float]) -> pd.DataFrame:
+    frame = pd.DataFrame([{"measure": "verbatim_trained", "unit_id": f"w{i:02d}", "rouge_l": r}
+                          for i, r in enumerate(rouge)]).reindex(columns=UNIT_COLUMNS)
+    return frame.assign(model=model, story="", tier="", answer_terms="", trained=True, output="")
+
+
+def test_the_memorised_share_counts_windows_at_or_above_the_threshold_and_pairs_them():
+    memorised = [h for h in HEADLINES if h.key == "verbatim_trained_memorised_rate"]
+    base = _windows("baseline", [0.9, 0.5, 0.49, 0.1] * 10)  # 0.5 itself counts
+    forgot = _windows("unlearned", [0.2, 0.1, 0.49, 0.1] * 10)
+    assert headline_intervals(base, headlines=memorised, n_resamples=200)[memorised[0].key].estimate == 0.5
+    delta = paired_deltas(forgot, base, headlines=memorised, n_resamples=500)[memorised[0].key]
+    assert delta.absolute.estimate == pytest.approx(-0.5) and delta.absolute.high < 0 and delta.n == 40
