@@ -298,14 +298,18 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower()))
 
 
-def test_the_shipped_held_out_probes_ask_nothing_the_tuning_probes_ask():
-    """The held-out set checks that a default chosen on general.jsonl did not fit those probes only:
-    no prompt of it may repeat, or nearly repeat with the same answer, a prompt of general.jsonl."""
+@pytest.mark.parametrize(("name", "earlier"), [
+    ("heldout.jsonl", ("general.jsonl",)),
+    ("heldout_next.jsonl", ("general.jsonl", "heldout.jsonl")),  # sealed for the next choice of default
+])
+def test_the_shipped_held_out_probes_ask_nothing_the_earlier_probes_ask(name, earlier):
+    """A held-out set checks that a default chosen on general.jsonl did not fit those probes only:
+    no prompt of it may repeat, or nearly repeat with the same answer, a prompt of an earlier set."""
     from tests.conftest import REPO
 
     probes = REPO / "corpora" / "probes"
-    heldout = evaluate.read_probe_file(probes / "heldout.jsonl", "general", key="heldout")
-    tuning = evaluate.read_probe_file(probes / "general.jsonl", "general")
+    heldout = evaluate.read_probe_file(probes / name, "general", key="heldout")
+    tuning = [p for file in earlier for p in evaluate.read_probe_file(probes / file, "general")]
     assert sum(p.kind == "near" for p in heldout) >= 60 and sum(p.kind == "general" for p in heldout) >= 30
     assert all(p.answer.startswith(" ") for p in heldout)
     assert not {p.prompt for p in heldout} & {p.prompt for p in tuning}
