@@ -86,9 +86,11 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), deterministic."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+def _batches(lengths: Sequence[int], batch_size: int, *, steps: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), deterministic. ``steps``
+    (per index, e.g. greedy steps): grouped by it first, so that a batch runs as few sequential
+    steps as its own rows need."""
+    order = sorted(range(len(lengths)), key=lambda i: (-(steps[i] if steps else 0), -lengths[i], i))
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -154,7 +156,8 @@ def answer_probes(
             raise ValueError(f"pair {i}: prompt and answer must both have at least one token")
     device = _device(model)
     scores: list[AnswerScore | None] = [None] * len(pairs)
-    for batch in _batches([len(pairs[i][0]) for i in range(len(pairs))], batch_size):
+    # Grouped by answer length first: a batch decodes greedily as many tokens as its longest answer.
+    for batch in _batches([len(p) for p, _ in pairs], batch_size, steps=[len(a) for _, a in pairs]):
         prompts = [list(pairs[i][0]) for i in batch]
         answers = [list(pairs[i][1]) for i in batch]
         longest = max(len(a) for a in answers)

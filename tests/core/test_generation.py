@@ -142,6 +142,13 @@ def tiny(tiny_model_dir: Path):
     return load_model(tiny_model_dir, device="cpu"), load_tokenizer(tiny_model_dir)
 
 
+def test_batches_group_by_steps_first_then_by_length():
+    lengths, steps = [5, 9, 2, 7, 3, 8], [1, 1, 4, 1, 4, 2]
+    assert generation._batches(lengths, 2) == [[1, 5], [3, 0], [4, 2]]
+    # the two rows that decode 4 steps share a batch; the rest decode at most 2
+    assert generation._batches(lengths, 2, steps=steps) == [[4, 2], [5, 1], [3, 0]]
+
+
 def test_batched_left_padded_scores_equal_a_plain_forward(tiny):
     model, _ = tiny
     pairs = [([5, 9, 12, 40], [7]), ([3], [8, 9, 10]), ([11, 12, 13, 14, 15, 16, 17], [2, 3])]
